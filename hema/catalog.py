@@ -1,0 +1,176 @@
+"""The catalog: every image of a raw folder with its metadata, before any Parquet is written.
+
+Each image is read and decoded exactly once, in parallel (`num_proc` processes); what comes back is a
+small record (fingerprints, whether the original bytes can be published). Dedup and splits then work
+on these records only, so memory stays bounded by the record size, not by the pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hema import dedup
+from hema.errors import HemaError
+from hema.imaging import BadImageError, decode_rgb, phash_hex
+from hema.scan import ImageEntry, scan_class_folders
+from hema.splits import SPLITS, assign_splits, check_fractions
+from hema.taxonomy import CELL_CLASSES, class_id, harmonised_id
+
+logger = logging.getLogger(__name__)
+
+CATALOG_VERSION = 1  # bump when what a row means changes: it is part of the build fingerprint
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    image_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    """One published row, less the pixels."""
+
+    image_id: str
+    path: Path
+    label: int
+    keep_bytes: bool
+    pixel_sha256: str
+    phash: str
+    dup_group: int
+    dup_group_size: int
+    dup_kind: str
+    label_conflict: bool
+    dup_representative: bool
+    split: str
+
+    @property
+    def cell_class(self) -> str:
+        return CELL_CLASSES[self.label]
+
+    @property
+    def harmonised_label(self) -> int:
+        return harmonised_id(self.cell_class)
+
+
+@dataclass
+class Catalog:
+    rows: list[CatalogRow]  # sorted by image_id
+    pairs: list[dedup.DupPair]  # indices into rows
+    skipped: list[SkippedFile] = field(default_factory=list)
+    missing_classes: list[str] = field(default_factory=list)
+    seed: int = 42
+    val_size: float = 0.15
+    test_size: float = 0.15
+
+    def split_rows(self, split: str) -> list[CatalogRow]:
+        return [r for r in self.rows if r.split == split]
+
+    def fingerprint(self) -> str:
+        """Short hash of everything a build publishes: names shards so caches never serve old data."""
+        h = hashlib.sha256(f"v{CATALOG_VERSION}|{self.seed}|{self.val_size}|{self.test_size}".encode())
+        for r in self.rows:
+            h.update(f"|{r.image_id}:{r.label}:{r.pixel_sha256}:{r.dup_group}:{r.split}".encode())
+        return h.hexdigest()[:10]
+
+
+def _decode_one(path: Path) -> tuple[bool, dedup.Fingerprint] | str:
+    """Worker: decode one file; a string is the reason it cannot be used."""
+    try:
+        decoded = decode_rgb(path.read_bytes())
+    except BadImageError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read file ({exc.strerror or exc})"
+    return decoded.keep_bytes, dedup.fingerprint(decoded.rgb)
+
+
+def decode_all(entries: list[ImageEntry], num_proc: int | None) -> list:
+    """Decode every entry once, in order, with a progress bar."""
+    paths = [e.path for e in entries]
+    procs = max(1, min(num_proc or 1, len(paths)))
+    progress = dict(total=len(paths), desc="Decoding images", unit=" images")
+    if procs == 1:
+        return [_decode_one(p) for p in tqdm(paths, **progress)]
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        chunk = max(1, min(64, len(paths) // (procs * 8)))
+        return list(tqdm(pool.imap(_decode_one, paths, chunksize=chunk), **progress))
+
+
+def make_catalog(
+    data_dir: Path,
+    *,
+    seed: int = 42,
+    val_size: float = 0.15,
+    test_size: float = 0.15,
+    strict: bool = False,
+    num_proc: int | None = None,
+) -> Catalog:
+    """Scan, decode, deduplicate and split a raw MLL23 folder; raise HemaError on bad input."""
+    check_fractions(val_size, test_size)
+    scan = scan_class_folders(Path(data_dir))
+    results = decode_all(scan.entries, num_proc if num_proc is not None else os.cpu_count())
+    good: list[tuple[ImageEntry, bool, dedup.Fingerprint]] = []
+    skipped: list[SkippedFile] = []
+    for entry, result in zip(scan.entries, results):
+        if isinstance(result, str):
+            skipped.append(SkippedFile(entry.image_id, result))
+        else:
+            good.append((entry, *result))
+    if skipped and strict:
+        listed = "; ".join(f"{s.image_id}: {s.reason}" for s in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        raise HemaError(f"--strict: {len(skipped)} unusable file(s): {listed}{more}")
+    for s in skipped:
+        logger.warning("skipping %s: %s", s.image_id, s.reason)
+    if not good:
+        raise HemaError(f"no decodable images under {data_dir}")
+
+    labels = np.array([class_id(e.cell_class) for e, _, _ in good])
+    prints = [fp for _, _, fp in good]
+    found = dedup.find_duplicates(prints, labels=labels)
+    groups = found.dup_group
+    sizes = np.bincount(groups)
+    labels_per_group = [set() for _ in sizes]
+    for g, lab in zip(groups, labels):
+        labels_per_group[g].add(int(lab))
+    conflict = np.array([len(s) > 1 for s in labels_per_group])
+    _, first_member = np.unique(groups, return_index=True)
+    representative = np.zeros(len(good), dtype=bool)
+    representative[first_member[~conflict]] = True
+    split = assign_splits(labels, groups, seed=seed, val_size=val_size, test_size=test_size)
+
+    rows = [
+        CatalogRow(
+            image_id=entry.image_id,
+            path=entry.path,
+            label=int(labels[i]),
+            keep_bytes=keep,
+            pixel_sha256=fp.pixel_sha256,
+            phash=phash_hex(fp.phash),
+            dup_group=int(groups[i]),
+            dup_group_size=int(sizes[groups[i]]),
+            dup_kind=found.dup_kind[i],
+            label_conflict=bool(conflict[groups[i]]),
+            dup_representative=bool(representative[i]),
+            split=SPLITS[split[i]],
+        )
+        for i, (entry, keep, fp) in enumerate(good)
+    ]
+    return Catalog(
+        rows=rows,
+        pairs=found.pairs,
+        skipped=skipped,
+        missing_classes=scan.missing_classes,
+        seed=seed,
+        val_size=val_size,
+        test_size=test_size,
+    )

@@ -1,0 +1,54 @@
+"""Figures published next to the dataset card (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hema.splits import SPLITS  # noqa: E402
+from hema.taxonomy import CELL_CLASSES  # noqa: E402
+
+SPLIT_COLOURS = {"train": "#4C72B0", "validation": "#DD8452", "test": "#55A868"}
+
+
+def class_distribution(rows: Sequence[object], path: Path, title: str) -> None:
+    """Horizontal stacked bars of images per class and split (log scale: 33 to 8,606 images)."""
+    counts = Counter((r.cell_class, r.split) for r in rows)
+    order = sorted(CELL_CLASSES, key=lambda c: sum(counts[c, s] for s in SPLITS))
+    fig, ax = plt.subplots(figsize=(8, 6.5), dpi=110)
+    left = np.zeros(len(order))
+    for split in SPLITS:
+        widths = np.array([counts[c, split] for c in order], dtype=float)
+        ax.barh(order, widths, left=left, color=SPLIT_COLOURS[split], label=split)
+        left += widths
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("images (log scale)")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def image_pairs(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray, str]], path: Path, title: str, max_pairs: int = 8
+) -> None:
+    """Side-by-side pairs of images, each pair captioned (e.g. both labels of a conflicting duplicate)."""
+    shown = list(pairs)[:max_pairs]
+    fig, axes = plt.subplots(len(shown), 2, figsize=(5, 2.6 * len(shown)), dpi=90, squeeze=False)
+    for (left, right, caption), row in zip(shown, axes):
+        for ax, img, side in zip(row, (left, right), caption.split(" | ")):
+            ax.imshow(img)
+            ax.set_title(side, fontsize=8)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

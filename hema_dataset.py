@@ -1,0 +1,240 @@
+"""MLL23 as a Hugging Face dataset: the `datasets` builder and the command line that publishes it.
+
+MLL23 (Shetab Boushehri et al., Scientific Data 12:1773, 2025) is 41,621 expert-annotated
+peripheral-blood single-cell images in 18 classes, distributed as one zip per class on Zenodo
+(record 14277609, CC BY 4.0). The builder turns the raw class folders into train/validation/test
+splits with duplicate metadata; `build` writes the hub-ready folder (Parquet + dataset card).
+
+    python hema_dataset.py sample --output-dir DIR      # synthetic sample in the MLL23 layout
+    python hema_dataset.py build --data-dir DIR --output-dir OUT
+    python -c "import datasets; print(datasets.load_dataset('OUT'))"
+
+Used directly as a builder:
+
+    builder = MLL23(data_dir=DIR)            # or config_name="deduplicated" / "harmonised"
+    builder.download_and_prepare()
+    ds = builder.as_dataset()
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from hema.build import BuildSummary, check_output_dir, publish
+from hema.catalog import Catalog, CatalogRow, make_catalog
+from hema.errors import HemaError
+from hema.imaging import decode_rgb, encode_png
+from hema.sample import read_manifest
+from hema.splits import SPLITS, check_fractions
+from hema.taxonomy import CELL_CLASSES, HARMONISED_CLASSES
+from hema.views import VIEWS
+
+logger = logging.getLogger("hema")
+
+_CITATION = """\
+@article{shetabboushehri2025mll23,
+  title   = {A large expert-annotated single-cell peripheral blood dataset for hematological disease diagnostics},
+  author  = {Shetab Boushehri, Sayedali and others},
+  journal = {Scientific Data},
+  volume  = {12},
+  pages   = {1773},
+  year    = {2025},
+  doi     = {10.1038/s41597-025-06223-x}
+}
+"""
+_HOMEPAGE = "https://doi.org/10.5281/zenodo.14277609"
+_LICENSE = "cc-by-4.0"
+_DESCRIPTION = (
+    "MLL23: 41,621 expert-annotated peripheral-blood single-cell images (288x288 px, Pappenheim "
+    "stain, Metafer scanner) in 18 classes from the Munich Leukemia Laboratory, with group-aware "
+    "stratified splits and duplicate metadata."
+)
+
+FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(mode="RGB"),
+        "label": datasets.ClassLabel(names=list(CELL_CLASSES)),
+        "image_id": datasets.Value("string"),
+        "pixel_sha256": datasets.Value("string"),
+        "phash": datasets.Value("string"),
+        "dup_group": datasets.Value("int64"),
+        "dup_group_size": datasets.Value("int64"),
+        "dup_kind": datasets.Value("string"),
+        "label_conflict": datasets.Value("bool"),
+        "dup_representative": datasets.Value("bool"),
+        "harmonised_label": datasets.ClassLabel(names=list(HARMONISED_CLASSES)),
+    }
+)
+
+@dataclass
+class MLL23Config(datasets.BuilderConfig):
+    """Split parameters are part of the config: another seed is another dataset."""
+
+    seed: int = 42
+    val_size: float = 0.15
+    test_size: float = 0.15
+    strict: bool = False  # unusable files are an error instead of a logged skip
+
+
+class MLL23(datasets.GeneratorBasedBuilder):
+    """MLL23 single-cell images from the raw class folders (`data_dir`)."""
+
+    VERSION = datasets.Version("1.0.0")
+    BUILDER_CONFIG_CLASS = MLL23Config
+    BUILDER_CONFIGS = [MLL23Config(name=v.name, description=v.description) for v in VIEWS.values()]
+    DEFAULT_CONFIG_NAME = "default"
+
+    #: Set by _split_generators: the scan/dedup/split result that the card and report are made from.
+    catalog: Catalog | None = None
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description=_DESCRIPTION,
+            features=FEATURES,
+            homepage=_HOMEPAGE,
+            license=_LICENSE,
+            citation=_CITATION,
+        )
+
+    def _make_split_generators_kwargs(self, prepare_split_kwargs: dict) -> dict:
+        # Decoding is the expensive part of a build: give it download_and_prepare's num_proc.
+        return {"num_proc": prepare_split_kwargs.get("num_proc")}
+
+    def _split_generators(self, dl_manager, num_proc: int | None = None):
+        if not self.config.data_dir:
+            raise HemaError("MLL23 needs data_dir: a folder of MLL23 class folders")
+        self.catalog = make_catalog(
+            Path(self.config.data_dir),
+            seed=self.config.seed,
+            val_size=self.config.val_size,
+            test_size=self.config.test_size,
+            strict=self.config.strict,
+            num_proc=num_proc,
+        )
+        view = VIEWS[self.config.name]
+        return [
+            datasets.SplitGenerator(
+                name=split, gen_kwargs={"rows": [r for r in self.catalog.split_rows(split) if view.keeps(r)]}
+            )
+            for split in SPLITS
+        ]
+
+    def _generate_examples(self, rows: list[CatalogRow]):
+        for row in rows:
+            data = row.path.read_bytes()
+            if not row.keep_bytes:  # not RGB as stored: publish the converted pixels, losslessly
+                data = encode_png(decode_rgb(data).rgb)
+            yield row.image_id, {
+                "image": {"bytes": data, "path": row.path.name},
+                "label": row.label,
+                "image_id": row.image_id,
+                "pixel_sha256": row.pixel_sha256,
+                "phash": row.phash,
+                "dup_group": row.dup_group,
+                "dup_group_size": row.dup_group_size,
+                "dup_kind": row.dup_kind,
+                "label_conflict": row.label_conflict,
+                "dup_representative": row.dup_representative,
+                "harmonised_label": row.harmonised_label,
+            }
+
+
+def build_dataset(
+    data_dir: Path,
+    output_dir: Path,
+    *,
+    seed: int = 42,
+    val_size: float = 0.15,
+    test_size: float = 0.15,
+    num_proc: int | None = None,
+    strict: bool = False,
+    max_shard_size: str = "500MB",
+) -> BuildSummary:
+    """Build the hub-ready folder OUT from raw class folders; OUT is replaced only on success."""
+    data_dir, output_dir = Path(data_dir), Path(output_dir)
+    check_fractions(val_size, test_size)
+    check_output_dir(output_dir, data_dir)
+    with tempfile.TemporaryDirectory(prefix=".hema-cache-", dir=output_dir.parent) as cache_dir:
+        builder = MLL23(
+            data_dir=str(data_dir), cache_dir=cache_dir, seed=seed, val_size=val_size,
+            test_size=test_size, strict=strict,
+        )
+        return publish(
+            builder, output_dir, num_proc=num_proc, max_shard_size=max_shard_size,
+            synthetic=read_manifest(data_dir),
+        )
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _cmd_sample(args: argparse.Namespace) -> None:
+    from hema.sample import draw_sample
+
+    manifest = draw_sample(Path(args.output_dir), per_class=args.per_class, seed=args.seed)
+    print(f"Drew a SYNTHETIC sample of {manifest.total_images} images in the MLL23 layout: {args.output_dir}")
+
+
+def _cmd_build(args: argparse.Namespace) -> None:
+    summary = build_dataset(
+        Path(args.data_dir),
+        Path(args.output_dir),
+        seed=args.seed,
+        val_size=args.val_size,
+        test_size=args.test_size,
+        num_proc=args.num_proc,
+        strict=args.strict,
+    )
+    print(summary.describe())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample", help="draw the offline synthetic sample in the MLL23 raw layout")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--per-class", type=int, default=40, help="images per class (default 40)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("build", help="build the hub-ready dataset folder (Parquet + card)")
+    p.add_argument("--data-dir", required=True, help="folder of MLL23 class folders")
+    p.add_argument("--output-dir", required=True, help="replaced only when the build succeeds")
+    p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    p.add_argument("--val-size", type=float, default=0.15)
+    p.add_argument("--test-size", type=float, default=0.15)
+    p.add_argument("--num-proc", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--strict", action="store_true", help="unusable image files are an error")
+    p.set_defaults(func=_cmd_build)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    try:
+        args.func(args)
+    except HemaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: nothing was replaced", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
