@@ -41,9 +41,11 @@ logger = logging.getLogger("hema")
 _CITATION = """\
 @article{shetabboushehri2025mll23,
   title   = {A large expert-annotated single-cell peripheral blood dataset for hematological disease diagnostics},
-  author  = {Shetab Boushehri, Sayedali and others},
+  author  = {Shetab Boushehri, Sayedali and Kazeminia, Salome and Gruber, Armin and Matek, Christian and
+             Spiekermann, Karsten and Pohlkamp, Christian and Haferlach, Torsten and Marr, Carsten},
   journal = {Scientific Data},
   volume  = {12},
+  number  = {1},
   pages   = {1773},
   year    = {2025},
   doi     = {10.1038/s41597-025-06223-x}
@@ -179,7 +181,10 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     from hema.sample import draw_sample
 
     manifest = draw_sample(Path(args.output_dir), per_class=args.per_class, seed=args.seed)
-    print(f"Drew a SYNTHETIC sample of {manifest.total_images} images in the MLL23 layout: {args.output_dir}")
+    print(
+        f"Drew a SYNTHETIC sample of {len(manifest.image_ids)} images "
+        f"({manifest.per_class} per class, seed {manifest.seed}) in the MLL23 layout: {args.output_dir}"
+    )
 
 
 def _cmd_build(args: argparse.Namespace) -> None:

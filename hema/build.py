@@ -23,6 +23,7 @@ from hema import card, figures
 from hema.catalog import Catalog
 from hema.errors import HemaError
 from hema.imaging import decode_rgb
+from hema.sample import SampleManifest
 from hema.splits import SPLITS
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class BuildSummary:
 
     def describe(self) -> str:
         splits = " / ".join(f"{s} {self.split_counts[s]:,}" for s in SPLITS)
-        kind = "SYNTHETIC sample" if self.synthetic else "images"
+        kind = "images of the SYNTHETIC sample" if self.synthetic else "images"
         lines = [
             f"Built {sum(self.split_counts.values()):,} {kind} ({splits}) into {self.output_dir}",
             f"  duplicate groups: {self.duplicates['exact_groups']} exact, {self.duplicates['near_groups']} near, "
@@ -74,7 +75,7 @@ def publish(
     *,
     num_proc: int | None = None,
     max_shard_size: str = "500MB",
-    synthetic: dict | None = None,
+    synthetic: SampleManifest | None = None,
 ) -> BuildSummary:
     """Prepare `builder` (whose `catalog` it fills) as Parquet and lay out OUT for publishing."""
     output_dir = Path(output_dir)

@@ -14,6 +14,7 @@ from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from hema.catalog import Catalog, CatalogRow
+from hema.sample import SampleManifest
 from hema.splits import SPLITS
 from hema.taxonomy import CELL_CLASSES, HARMONISED, LINEAGE
 from hema.views import VIEWS
@@ -74,11 +75,11 @@ def render_card(
     shards: dict[str, list[str]],
     info: datasets.DatasetInfo,
     *,
-    synthetic: dict | None = None,
+    synthetic: SampleManifest | None = None,
     conflict_figure: str | None = None,
     repo_id: str = PLACEHOLDER_REPO_ID,
 ) -> DatasetCard:
-    """The full card. `synthetic` is the sample manifest when the source is the synthetic sample."""
+    """The full card; `synthetic` is the sample's manifest when the source is the synthetic sample."""
     data = card_data(catalog, shards, info, synthetic=synthetic is not None)
     per_class = {c: Counter() for c in CELL_CLASSES}
     for r in catalog.rows:

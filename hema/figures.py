@@ -19,17 +19,23 @@ SPLIT_COLOURS = {"train": "#4C72B0", "validation": "#DD8452", "test": "#55A868"}
 
 
 def class_distribution(rows: Sequence[object], path: Path, title: str) -> None:
-    """Horizontal stacked bars of images per class and split (log scale: 33 to 8,606 images)."""
+    """Stacked bars of images per class and split, largest class on top, each bar labelled with its total.
+
+    A linear axis keeps the stacked shares honest; the labels keep the smallest classes readable.
+    """
     counts = Counter((r.cell_class, r.split) for r in rows)
-    order = sorted(CELL_CLASSES, key=lambda c: sum(counts[c, s] for s in SPLITS))
+    totals = {c: sum(counts[c, s] for s in SPLITS) for c in CELL_CLASSES}
+    order = sorted(CELL_CLASSES, key=lambda c: (totals[c], c))
     fig, ax = plt.subplots(figsize=(8, 6.5), dpi=110)
     left = np.zeros(len(order))
     for split in SPLITS:
         widths = np.array([counts[c, split] for c in order], dtype=float)
         ax.barh(order, widths, left=left, color=SPLIT_COLOURS[split], label=split)
         left += widths
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlabel("images (log scale)")
+    for y, c in enumerate(order):
+        ax.text(totals[c], y, f" {totals[c]:,}", va="center", fontsize=8)
+    ax.set_xlim(0, max(totals.values()) * 1.15 or 1)
+    ax.set_xlabel("images")
     ax.set_title(title)
     ax.legend(loc="lower right")
     fig.tight_layout()

@@ -1,0 +1,320 @@
+"""The builder end to end: sample -> build -> load_dataset, on every config, and every bad input."""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from huggingface_hub import DatasetCard
+from PIL import Image
+
+import hema_dataset
+from hema.errors import HemaError
+from hema.imaging import pixel_sha256
+from hema.splits import SPLITS
+from hema.taxonomy import CELL_CLASSES, HARMONISED_CLASSES, harmonised_id
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = ("default", "deduplicated", "harmonised")
+
+
+def load(out: Path, config: str = "default") -> datasets.DatasetDict:
+    return datasets.load_dataset(str(out), config)
+
+
+def parquet_rows(out: Path) -> dict[str, list[dict]]:
+    """What the Parquet files hold (no images), straight from pyarrow: the ground truth to load against."""
+    rows = {}
+    for split in SPLITS:
+        files = sorted((out / "data").glob(f"{split}-*.parquet"))
+        rows[split] = [r for f in files for r in pq.read_table(f, columns=["image_id", "label", "dup_group"]).to_pylist()]
+    return rows
+
+
+def test_round_trip_columns_and_pixels(sample_dir: Path, built: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "published"
+    shutil.copytree(built, copy)  # load from a copy: the source images play no part in loading
+    ds = load(copy)
+    assert set(ds) == set(SPLITS)
+    assert ds["train"].features == hema_dataset.FEATURES
+    assert ds["train"].features["label"].names == list(CELL_CLASSES)
+    assert ds["train"].features["harmonised_label"].names == list(HARMONISED_CLASSES)
+    source_ids = sorted(p.relative_to(sample_dir).as_posix() for p in sample_dir.glob("*/*.TIF"))
+    loaded_ids = sorted(i for s in SPLITS for i in ds[s]["image_id"])
+    assert loaded_ids == source_ids
+    for row in ds["validation"]:
+        image = row["image"]
+        assert image.mode == "RGB" and image.size == (288, 288)
+        assert pixel_sha256(np.asarray(image)) == row["pixel_sha256"]
+        source = np.asarray(Image.open(sample_dir / row["image_id"]).convert("RGB"))
+        assert pixel_sha256(source) == row["pixel_sha256"]
+        assert CELL_CLASSES[row["label"]] == row["image_id"].split("/")[0]
+        assert row["harmonised_label"] == harmonised_id(CELL_CLASSES[row["label"]])
+        assert len(row["phash"]) == 16 and int(row["phash"], 16) >= 0
+
+
+def test_groups_never_straddle_splits_and_every_class_in_every_split(built: Path) -> None:
+    ds = load(built)
+    split_of_group = defaultdict(set)
+    for split in SPLITS:
+        for g in ds[split]["dup_group"]:
+            split_of_group[g].add(split)
+    assert all(len(s) == 1 for s in split_of_group.values())
+    for split in SPLITS:
+        assert set(ds[split]["label"]) == set(range(len(CELL_CLASSES))), split
+
+
+def test_planted_duplicates_are_grouped_and_conflicts_flagged(built: Path, sample_manifest) -> None:
+    rows = {r["image_id"]: r for s in SPLITS for r in load(built)[s].remove_columns("image")}
+    exact = [p for p in sample_manifest.planted if p.kind == "exact"]
+    assert exact
+    for pair in exact:
+        a, b = rows[pair.a], rows[pair.b]
+        assert a["dup_group"] == b["dup_group"] and a["dup_group_size"] >= 2
+        assert a["pixel_sha256"] == b["pixel_sha256"]
+        assert a["label_conflict"] == b["label_conflict"] == pair.cross_class
+    conflicted = {r["dup_group"] for r in rows.values() if r["label_conflict"]}
+    assert conflicted == {rows[p.a]["dup_group"] for p in sample_manifest.planted if p.cross_class}
+    by_group = defaultdict(list)
+    for r in rows.values():
+        by_group[r["dup_group"]].append(r)
+    for members in by_group.values():
+        assert all(m["dup_group_size"] == len(members) for m in members)
+        labels = {m["label"] for m in members}
+        assert all(m["label_conflict"] == (len(labels) > 1) for m in members)
+        representatives = sum(m["dup_representative"] for m in members)
+        assert representatives == (0 if len(labels) > 1 else 1)
+        kinds = {m["dup_kind"] for m in members}
+        assert kinds == ({"unique"} if len(members) == 1 else kinds - {"unique"}) and len(kinds) == 1
+
+
+def test_configs_filter_the_same_files(built: Path) -> None:
+    full = {s: load(built)[s].remove_columns("image") for s in SPLITS}
+    dedup = load(built, "deduplicated")
+    harm = load(built, "harmonised")
+    for s in SPLITS:
+        assert dedup[s]["image_id"] == [r["image_id"] for r in full[s] if r["dup_representative"]]
+        assert harm[s]["image_id"] == [r["image_id"] for r in full[s] if r["harmonised_label"] >= 0]
+        assert harm[s].features["harmonised_label"].names == list(HARMONISED_CLASSES)
+    assert sum(len(dedup[s]) for s in SPLITS) < sum(len(full[s]) for s in SPLITS)
+    assert {CELL_CLASSES[label] for s in SPLITS for label in harm[s]["label"]} == {
+        c for c in CELL_CLASSES if harmonised_id(c) >= 0
+    }
+
+
+def test_builder_class_used_directly(sample_dir: Path, tmp_path: Path) -> None:
+    builder = hema_dataset.MLL23(data_dir=str(sample_dir), cache_dir=str(tmp_path), config_name="deduplicated")
+    builder.download_and_prepare()
+    ds = builder.as_dataset()
+    assert set(ds) == set(SPLITS)
+    assert all(ds[s]["dup_representative"] == [True] * len(ds[s]) for s in SPLITS)
+    assert ds["train"].features["label"].names == list(CELL_CLASSES)
+
+
+def test_card_yaml_is_valid_for_the_hub(built: Path) -> None:
+    card = DatasetCard.load(built / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "cc-by-4.0"
+    assert data["task_categories"] == ["image-classification"]
+    assert data["size_categories"] == ["n<1K"]
+    assert data["annotations_creators"] and data["language"] == ["en"]
+    assert data["pretty_name"] and "synthetic" in data["tags"]
+    assert [c["config_name"] for c in data["configs"]] == list(CONFIGS)
+    for config in data["configs"]:
+        for entry in config["data_files"]:
+            assert entry["split"] in SPLITS
+            assert all((built / path).is_file() for path in entry["path"]), entry
+    infos = {i["config_name"]: i for i in data["dataset_info"]}
+    for name in CONFIGS:
+        ds = load(built, name)
+        assert {s["name"]: s["num_examples"] for s in infos[name]["splits"]} == {s: len(ds[s]) for s in SPLITS}
+    text = (built / "README.md").read_text()
+    assert "SYNTHETIC" in text and "10.1038/s41597-025-06223-x" in text and "not be used for diagnosis" in text.replace("\n  ", " ")
+    assert "(class_distribution.png)" in text and (built / "class_distribution.png").is_file()
+    assert (built / "conflicting_pairs.png").is_file()
+    assert "---" not in yaml.safe_dump(data)  # the YAML itself parses back as one document
+
+
+def test_deterministic_and_seed_dependent(sample_dir: Path, built: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    hema_dataset.build_dataset(sample_dir, again, num_proc=1)
+    assert parquet_rows(again) == parquet_rows(built)
+    assert sorted(p.name for p in (again / "data").iterdir()) == sorted(p.name for p in (built / "data").iterdir())
+    other = tmp_path / "other"
+    hema_dataset.build_dataset(sample_dir, other, seed=7)
+    assert parquet_rows(other) != parquet_rows(built)
+
+
+def test_rebuild_into_same_folder_never_serves_the_old_build(sample_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    hema_dataset.build_dataset(sample_dir, out, seed=1)
+    first = {s: load(out)[s]["image_id"] for s in SPLITS}
+    hema_dataset.build_dataset(sample_dir, out, seed=2)
+    second = {s: load(out)[s]["image_id"] for s in SPLITS}
+    assert second != first
+    assert second == {s: [r["image_id"] for r in rows] for s, rows in parquet_rows(out).items()}
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _write(path: Path, array: np.ndarray | None = None, mode: str | None = None, data: bytes | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if data is not None:
+        path.write_bytes(data)
+    else:
+        Image.fromarray(array, mode=mode).save(path, format="TIFF")
+
+
+@pytest.fixture()
+def messy_dir(sample_dir: Path, tmp_path: Path) -> Path:
+    """The sample plus junk the Zenodo zips carry, broken files and unusual image modes."""
+    d = tmp_path / "messy"
+    shutil.copytree(sample_dir, d)
+    shutil.rmtree(d / "smudge_cell")  # a missing class
+    (d / "__MACOSX" / "basophil").mkdir(parents=True)
+    (d / "__MACOSX" / "basophil" / "._basophil_0001.TIF").write_bytes(b"\x00\x05junk")
+    (d / "basophil" / ".DS_Store").write_bytes(b"junk")
+    (d / "basophil" / "Thumbs.db").write_bytes(b"junk")
+    (d / "basophil" / "._basophil_0002.TIF").write_bytes(b"junk")
+    (d / "eosinophil" / "eosinophil_9001.TIF").write_bytes(b"")  # zero bytes
+    good = (d / "eosinophil" / "eosinophil_0001.TIF").read_bytes()
+    (d / "eosinophil" / "eosinophil_9002.TIF").write_bytes(good[: len(good) // 2])  # truncated
+    (d / "eosinophil" / "notes.txt").write_text("not an image")
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 256, (288, 288), dtype=np.uint8)
+    _write(d / "monocyte" / "monocyte_9001.TIF", grey, "L")
+    _write(d / "monocyte" / "monocyte_9002.TIF", np.dstack([grey, grey, grey, np.full_like(grey, 255)]), "RGBA")
+    Image.fromarray(grey, "L").convert("P").save(d / "monocyte" / "monocyte_9003.TIF", format="TIFF")
+    Image.fromarray(np.dstack([grey] * 3), "RGB").convert("CMYK").save(d / "monocyte" / "monocyte_9004.TIF", format="TIFF")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(d / "monocyte" / "monocyte_9005.TIF", format="TIFF")  # 16-bit
+    Image.fromarray(np.dstack([grey, grey]), "LA").save(d / "monocyte" / "monocyte_9006.png", format="PNG")
+    return d
+
+
+def test_messy_input_skips_converts_and_counts(messy_dir: Path, tmp_path: Path, caplog) -> None:
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        summary = hema_dataset.build_dataset(messy_dir, out)
+    warned = caplog.text
+    for name in ("eosinophil/eosinophil_9001.TIF", "eosinophil/eosinophil_9002.TIF", "eosinophil/notes.txt"):
+        assert name in warned
+    assert "smudge_cell" in warned
+    for junk in ("__MACOSX", ".DS_Store", "Thumbs.db", "._basophil"):
+        assert junk not in warned
+    assert summary.skipped == 3
+    card = (out / "README.md").read_text()
+    assert "3 file(s) of the source folder could not be used" in card and "eosinophil/notes.txt" in card
+    ds = load(out)
+    rows = {r["image_id"]: r for s in SPLITS for r in ds[s]}
+    assert not any("__MACOSX" in i or "/." in i or i.endswith((".db", ".txt")) for i in rows)
+    assert not any(i.startswith("smudge_cell/") for i in rows)
+    assert ds["train"].features["label"].names[17] == "smudge_cell"  # keeps its id with 0 images
+    grey = np.asarray(Image.open(messy_dir / "monocyte" / "monocyte_9001.TIF"))
+    for name in ("9001.TIF", "9002.TIF", "9003.TIF", "9004.TIF", "9005.TIF", "9006.png"):
+        row = rows[f"monocyte/monocyte_{name}"]
+        image = row["image"]
+        assert image.mode == "RGB"
+        pixels = np.asarray(image)
+        assert pixel_sha256(pixels) == row["pixel_sha256"]
+        assert np.abs(pixels.astype(int) - grey[..., None]).max() <= 1, name  # converted, not clipped
+
+
+def test_strict_makes_unusable_files_an_error(messy_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(HemaError, match="--strict: 3 unusable file"):
+        hema_dataset.build_dataset(messy_dir, tmp_path / "out", strict=True)
+    assert not (tmp_path / "out").exists()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "hema_dataset.py"), *args], capture_output=True, text=True, cwd=REPO
+    )
+
+
+def test_unknown_class_folder_exits_2_and_leaves_previous_build(sample_dir: Path, built: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(sample_dir, bad)
+    (bad / "megakaryocyte").mkdir()
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    before = sorted((p.relative_to(out).as_posix(), p.stat().st_size) for p in out.rglob("*"))
+    result = run_cli("build", "--data-dir", str(bad), "--output-dir", str(out))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "megakaryocyte" in message and "basophil" in message and "smudge_cell" in message
+    assert sorted((p.relative_to(out).as_posix(), p.stat().st_size) for p in out.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "out"]  # no staging left behind
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda d: d / "absent", "does not exist"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "no images found"),
+        (lambda d: (d / "junk" / "basophil").mkdir(parents=True) or (d / "junk" / "basophil" / "x.TIF").write_bytes(b"") or d / "junk", "no decodable images"),
+    ],
+)
+def test_unusable_data_dirs_give_one_clear_line(tmp_path: Path, make, expected: str) -> None:
+    result = run_cli("build", "--data-dir", str(make(tmp_path)), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert expected in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_build(sample_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    with pytest.raises(HemaError, match="not a previous build"):
+        hema_dataset.build_dataset(sample_dir, out)
+    with pytest.raises(HemaError, match="outside --data-dir"):
+        hema_dataset.build_dataset(sample_dir, sample_dir / "out")
+    with pytest.raises(HemaError, match="must each be in"):
+        hema_dataset.build_dataset(sample_dir, tmp_path / "o", val_size=0.6, test_size=0.5)
+    assert (out / "thesis.tex").read_text() == "do not delete"
+
+
+ACEVEDO = REPO.parent / "shared" / "data" / "acevedo20_sample"
+# Acevedo20 folder (and file-name prefix) -> MLL23 class, after labels_harmonised.csv.
+ACEVEDO_TO_MLL23 = {
+    "basophil": "basophil", "eosinophil": "eosinophil", "erythroblast": "normoblast",
+    "lymphocyte": "lymphocyte", "monocyte": "monocyte", "SNE": "neutrophil_segmented",
+    "BNE": "neutrophil_band", "MY": "myelocyte", "MMY": "metamyelocyte", "PMY": "promyelocyte",
+}
+
+
+@pytest.mark.skipif(not ACEVEDO.is_dir(), reason="../shared/data/acevedo20_sample is absent")
+def test_build_on_real_acevedo20_cells(tmp_path: Path) -> None:
+    data = tmp_path / "acevedo_as_mll23"
+    linked = 0
+    for path in sorted(ACEVEDO.glob("*/*.jpg")):
+        # ig/ and neutrophil/ hold several classes, told apart by the file-name prefix.
+        cell_class = ACEVEDO_TO_MLL23.get(path.name.split("_")[0]) or ACEVEDO_TO_MLL23.get(path.parent.name)
+        if cell_class is None:  # platelets, unspecified IG and unspecified neutrophils
+            continue
+        target = data / cell_class / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path)
+        linked += 1
+    out = tmp_path / "out"
+    hema_dataset.build_dataset(data, out)
+    shutil.rmtree(data)
+    ds = load(out)
+    assert sum(len(ds[s]) for s in SPLITS) == linked
+    row = ds["test"][0]
+    assert row["image"].mode == "RGB" and row["image"].size[0] in (360, 366)
+    assert Image.open(io.BytesIO(ds["test"].cast_column("image", datasets.Image(decode=False))[0]["image"]["bytes"])).format == "JPEG"
+    for split in SPLITS:
+        assert {CELL_CLASSES[label] for label in ds[split]["label"]} == set(ACEVEDO_TO_MLL23.values())
