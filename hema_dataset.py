@@ -22,16 +22,20 @@ import argparse
 import logging
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 
-from hema.build import BuildSummary, check_output_dir, publish
-from hema.catalog import Catalog, CatalogRow, make_catalog
+from hema import dedup
+from hema.build import BuildSummary, check_output_dir, publish, write_dedup_report
+from hema.catalog import Catalog, CatalogRow, decode_entries, make_catalog
 from hema.errors import HemaError
 from hema.imaging import decode_rgb, encode_png
 from hema.sample import read_manifest
+from hema.scan import scan_class_folders
 from hema.splits import SPLITS, check_fractions
 from hema.taxonomy import CELL_CLASSES, HARMONISED_CLASSES
 from hema.views import VIEWS
@@ -200,6 +204,24 @@ def _cmd_build(args: argparse.Namespace) -> None:
     print(summary.describe())
 
 
+def _cmd_dedup(args: argparse.Namespace) -> None:
+    scan = scan_class_folders(Path(args.data_dir), classes=None)  # any layout: folders are labels
+    decoded = decode_entries(scan.entries, num_proc=args.num_proc, strict=False)
+    folders = sorted({e.cell_class for e in decoded.entries})
+    labels = [folders.index(e.cell_class) for e in decoded.entries]
+    found = dedup.find_duplicates(decoded.prints, labels=labels)
+    write_dedup_report(found.pairs, decoded.entries, Path(args.report))
+    first_members = np.unique(found.dup_group, return_index=True)[1]
+    kinds = Counter(found.dup_kind[i] for i in first_members)
+    cross = [p for p in found.pairs if labels[p.a] != labels[p.b]]
+    print(
+        f"{len(decoded.entries):,} images: {kinds['exact']} exact and {kinds['near']} near duplicate groups, "
+        f"{len(found.pairs)} confirmed pairs ({len(cross)} across labels); report: {args.report}"
+    )
+    for p in cross:
+        print(f"  {decoded.entries[p.a].image_id} <-> {decoded.entries[p.b].image_id} ({p.kind}, score {p.score:.3f})")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -222,6 +244,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-proc", type=int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--strict", action="store_true", help="unusable image files are an error")
     p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("dedup", help="find exact and near duplicates in any folder of labelled images")
+    p.add_argument("--data-dir", required=True, help="one subfolder per label (MLL23, Matek19, Acevedo20...)")
+    p.add_argument("--report", default="dedup_report.csv", help="CSV of confirmed pairs (default ./dedup_report.csv)")
+    p.add_argument("--num-proc", type=int, default=None, help="decoding processes (default: all cores)")
+    p.set_defaults(func=_cmd_dedup)
     return parser.parse_args(argv)
 
 

@@ -16,11 +16,13 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import datasets
 
 from hema import card, figures
 from hema.catalog import Catalog
+from hema.dedup import DupPair
 from hema.errors import HemaError
 from hema.imaging import decode_rgb
 from hema.sample import SampleManifest
@@ -31,6 +33,11 @@ logger = logging.getLogger(__name__)
 REPORT_NAME = "dedup_report.csv"
 DISTRIBUTION_FIGURE = "class_distribution.png"
 CONFLICT_FIGURE = "conflicting_pairs.png"
+
+
+class LabelledImage(Protocol):
+    image_id: str
+    cell_class: str
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ def publish(
         catalog: Catalog = builder.catalog
         shards = _move_shards(prepared, staging / "data", builder.dataset_name, catalog.fingerprint())
         shutil.rmtree(prepared.parent)
-        write_dedup_report(catalog, staging / REPORT_NAME)
+        write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)
         figures.class_distribution(
             catalog.rows, staging / DISTRIBUTION_FIGURE,
             "MLL23 images per class and split" + (" (SYNTHETIC sample)" if synthetic else ""),
@@ -143,13 +150,13 @@ def _move_shards(prepared: Path, data_dir: Path, dataset_name: str, fingerprint:
     return shards
 
 
-def write_dedup_report(catalog: Catalog, path: Path) -> None:
-    """One row per confirmed duplicate pair, both ids and labels, kind, score and shift."""
-    rows = catalog.rows
+def write_dedup_report(pairs: Sequence[DupPair], images: Sequence[LabelledImage], path: Path) -> None:
+    """One row per confirmed duplicate pair (indices into `images`): ids, labels, kind, score, shift."""
+    rows = images
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["image_id_a", "label_a", "image_id_b", "label_b", "kind", "score", "shift_y", "shift_x"])
-        for p in catalog.pairs:
+        for p in pairs:
             a, b = rows[p.a], rows[p.b]
             out.writerow([a.image_id, a.cell_class, b.image_id, b.cell_class, p.kind, f"{p.score:.4f}", *p.shift])
 

@@ -93,16 +93,45 @@ def _decode_one(path: Path) -> tuple[bool, dedup.Fingerprint] | str:
     return decoded.keep_bytes, dedup.fingerprint(decoded.rgb)
 
 
-def decode_all(entries: list[ImageEntry], num_proc: int | None) -> list:
-    """Decode every entry once, in order, with a progress bar."""
+@dataclass
+class DecodedFolder:
+    """The usable images of a scan, in scan order, with what their decoding produced."""
+
+    entries: list[ImageEntry]
+    keep_bytes: list[bool]
+    prints: list[dedup.Fingerprint]
+    skipped: list[SkippedFile]
+
+
+def decode_entries(entries: list[ImageEntry], *, num_proc: int | None, strict: bool) -> DecodedFolder:
+    """Decode every entry once (in `num_proc` processes, all cores by default), with a progress bar.
+
+    Unusable files are logged and skipped, or with `strict` raise HemaError naming them.
+    """
     paths = [e.path for e in entries]
-    procs = max(1, min(num_proc or 1, len(paths)))
+    procs = max(1, min(num_proc or os.cpu_count() or 1, len(paths)))
     progress = dict(total=len(paths), desc="Decoding images", unit=" images")
     if procs == 1:
-        return [_decode_one(p) for p in tqdm(paths, **progress)]
-    with multiprocessing.get_context("fork").Pool(procs) as pool:
-        chunk = max(1, min(64, len(paths) // (procs * 8)))
-        return list(tqdm(pool.imap(_decode_one, paths, chunksize=chunk), **progress))
+        results = [_decode_one(p) for p in tqdm(paths, **progress)]
+    else:
+        with multiprocessing.get_context("fork").Pool(procs) as pool:
+            chunk = max(1, min(64, len(paths) // (procs * 8)))
+            results = list(tqdm(pool.imap(_decode_one, paths, chunksize=chunk), **progress))
+    decoded = DecodedFolder([], [], [], [])
+    for entry, result in zip(entries, results):
+        if isinstance(result, str):
+            decoded.skipped.append(SkippedFile(entry.image_id, result))
+        else:
+            decoded.entries.append(entry)
+            decoded.keep_bytes.append(result[0])
+            decoded.prints.append(result[1])
+    if decoded.skipped and strict:
+        listed = "; ".join(f"{s.image_id}: {s.reason}" for s in decoded.skipped[:5])
+        more = f" and {len(decoded.skipped) - 5} more" if len(decoded.skipped) > 5 else ""
+        raise HemaError(f"--strict: {len(decoded.skipped)} unusable file(s): {listed}{more}")
+    for s in decoded.skipped:
+        logger.warning("skipping %s: %s", s.image_id, s.reason)
+    return decoded
 
 
 def make_catalog(
@@ -117,26 +146,11 @@ def make_catalog(
     """Scan, decode, deduplicate and split a raw MLL23 folder; raise HemaError on bad input."""
     check_fractions(val_size, test_size)
     scan = scan_class_folders(Path(data_dir))
-    results = decode_all(scan.entries, num_proc if num_proc is not None else os.cpu_count())
-    good: list[tuple[ImageEntry, bool, dedup.Fingerprint]] = []
-    skipped: list[SkippedFile] = []
-    for entry, result in zip(scan.entries, results):
-        if isinstance(result, str):
-            skipped.append(SkippedFile(entry.image_id, result))
-        else:
-            good.append((entry, *result))
-    if skipped and strict:
-        listed = "; ".join(f"{s.image_id}: {s.reason}" for s in skipped[:5])
-        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        raise HemaError(f"--strict: {len(skipped)} unusable file(s): {listed}{more}")
-    for s in skipped:
-        logger.warning("skipping %s: %s", s.image_id, s.reason)
-    if not good:
+    decoded = decode_entries(scan.entries, num_proc=num_proc, strict=strict)
+    if not decoded.entries:
         raise HemaError(f"no decodable images under {data_dir}")
-
-    labels = np.array([class_id(e.cell_class) for e, _, _ in good])
-    prints = [fp for _, _, fp in good]
-    found = dedup.find_duplicates(prints, labels=labels)
+    labels = np.array([class_id(e.cell_class) for e in decoded.entries])
+    found = dedup.find_duplicates(decoded.prints, labels=labels)
     groups = found.dup_group
     sizes = np.bincount(groups)
     labels_per_group = [set() for _ in sizes]
@@ -144,7 +158,7 @@ def make_catalog(
         labels_per_group[g].add(int(lab))
     conflict = np.array([len(s) > 1 for s in labels_per_group])
     _, first_member = np.unique(groups, return_index=True)
-    representative = np.zeros(len(good), dtype=bool)
+    representative = np.zeros(len(labels), dtype=bool)
     representative[first_member[~conflict]] = True
     split = assign_splits(labels, groups, seed=seed, val_size=val_size, test_size=test_size)
 
@@ -163,12 +177,12 @@ def make_catalog(
             dup_representative=bool(representative[i]),
             split=SPLITS[split[i]],
         )
-        for i, (entry, keep, fp) in enumerate(good)
+        for i, (entry, keep, fp) in enumerate(zip(decoded.entries, decoded.keep_bytes, decoded.prints))
     ]
     return Catalog(
         rows=rows,
         pairs=found.pairs,
-        skipped=skipped,
+        skipped=decoded.skipped,
         missing_classes=scan.missing_classes,
         seed=seed,
         val_size=val_size,

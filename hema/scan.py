@@ -10,6 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from hema.errors import HemaError
 from hema.taxonomy import CELL_CLASSES
@@ -36,17 +37,21 @@ def is_ignored(name: str) -> bool:
     return name in IGNORED_NAMES or name.startswith(".") or name.startswith("._")
 
 
-def scan_class_folders(data_dir: Path) -> Scan:
-    """List every candidate image file under DIR/<class>/ (recursively), or raise HemaError."""
+def scan_class_folders(data_dir: Path, classes: Sequence[str] | None = CELL_CLASSES) -> Scan:
+    """List every candidate image file under DIR/<class>/ (recursively), or raise HemaError.
+
+    `classes` are the folder names allowed (MLL23's by default); None accepts any folder as a label,
+    for other datasets' layouts (Matek19, Acevedo20).
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise HemaError(f"data dir {data_dir} does not exist or is not a folder")
     folders = sorted(p for p in data_dir.iterdir() if p.is_dir() and not is_ignored(p.name))
-    unknown = [p.name for p in folders if p.name not in CELL_CLASSES]
+    unknown = [p.name for p in folders if classes is not None and p.name not in classes]
     if unknown:
         raise HemaError(
             f"{data_dir} holds folder(s) that are not MLL23 classes: {', '.join(unknown)}; "
-            f"expected only: {', '.join(CELL_CLASSES)}"
+            f"expected only: {', '.join(classes)}"
         )
     for p in sorted(data_dir.iterdir()):
         if p.is_file() and not is_ignored(p.name):
@@ -59,7 +64,7 @@ def scan_class_folders(data_dir: Path) -> Scan:
     if not entries:
         raise HemaError(f"no images found under {data_dir} (expected <class>/<class>_NNNN.TIF files)")
     present = {folder.name for folder in folders}
-    missing = [c for c in CELL_CLASSES if c not in present]
+    missing = [c for c in classes or () if c not in present]
     for c in missing:
         logger.warning("class folder %s is missing: the class keeps its label id with 0 images", c)
     return Scan(entries=sorted(entries, key=lambda e: e.image_id), missing_classes=missing)
