@@ -30,7 +30,15 @@ import datasets
 import numpy as np
 
 from hema import dedup
-from hema.build import BuildSummary, check_output_dir, publish, write_dedup_report
+from hema.build import (
+    BuildSummary,
+    check_output_dir,
+    commit_message,
+    publish,
+    read_build_info,
+    set_repo_id,
+    write_dedup_report,
+)
 from hema.catalog import Catalog, CatalogRow, decode_entries, make_catalog
 from hema.errors import HemaError
 from hema.imaging import decode_rgb, encode_png
@@ -114,10 +122,9 @@ class MLL23(datasets.GeneratorBasedBuilder):
         return {"num_proc": prepare_split_kwargs.get("num_proc")}
 
     def _split_generators(self, dl_manager, num_proc: int | None = None):
-        if not self.config.data_dir:
-            raise HemaError("MLL23 needs data_dir: a folder of MLL23 class folders")
+        data_dir = self.config.data_dir or self._download(dl_manager)
         self.catalog = make_catalog(
-            Path(self.config.data_dir),
+            Path(data_dir),
             seed=self.config.seed,
             val_size=self.config.val_size,
             test_size=self.config.test_size,
@@ -131,6 +138,14 @@ class MLL23(datasets.GeneratorBasedBuilder):
             )
             for split in SPLITS
         ]
+
+    @staticmethod
+    def _download(dl_manager) -> Path:
+        """No data_dir: fetch the class zips from Zenodo into the datasets download cache (resumable)."""
+        from hema.download import ZENODO_RECORD, download_mll23
+
+        cache = Path(dl_manager.download_config.cache_dir or datasets.config.DOWNLOADED_DATASETS_PATH)
+        return download_mll23(cache / f"mll23_zenodo_{ZENODO_RECORD}")
 
     def _generate_examples(self, rows: list[CatalogRow]):
         for row in rows:
@@ -222,6 +237,28 @@ def _cmd_dedup(args: argparse.Namespace) -> None:
         print(f"  {decoded.entries[p.a].image_id} <-> {decoded.entries[p.b].image_id} ({p.kind}, score {p.score:.3f})")
 
 
+def _cmd_download(args: argparse.Namespace) -> None:
+    from hema.download import download_mll23
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    out = download_mll23(Path(args.output_dir), classes, base_url=args.zenodo_url)
+    print(f"MLL23 raw class folders are in {out}; next: python hema_dataset.py build --data-dir {out} --output-dir OUT")
+
+
+def _cmd_push(args: argparse.Namespace) -> None:
+    from hema.hub import push_folder, resolve_token
+
+    folder = Path(args.output_dir)
+    info = read_build_info(folder)
+    token = resolve_token(args.token)
+    set_repo_id(folder, args.repo_id)
+    url = push_folder(
+        folder, args.repo_id, repo_type="dataset", token=token, private=args.private,
+        revision=args.revision, commit_message=commit_message(info),
+    )
+    print(f"Pushed {folder} to {url}\n  load it: load_dataset({args.repo_id!r})")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -250,6 +287,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report", default="dedup_report.csv", help="CSV of confirmed pairs (default ./dedup_report.csv)")
     p.add_argument("--num-proc", type=int, default=None, help="decoding processes (default: all cores)")
     p.set_defaults(func=_cmd_dedup)
+
+    p = sub.add_parser("download", help="download the real MLL23 class zips from Zenodo and extract them")
+    p.add_argument("--output-dir", required=True, help="receives one folder per class (resumable)")
+    p.add_argument("--classes", help="comma-separated subset of the 18 classes (default: all, ~9.1 GB)")
+    p.add_argument("--zenodo-url", help="Zenodo base URL (default: $HEMA_ZENODO_URL or https://zenodo.org)")
+    p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser("push", help="publish a built folder as a Hub dataset repo")
+    p.add_argument("--output-dir", required=True, help="a folder made by `build`")
+    p.add_argument("--repo-id", required=True, help="NAMESPACE/NAME, e.g. my-org/mll23")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", help="branch to push to (created if needed; default main)")
+    p.add_argument("--token", help="Hub token (default: $HF_TOKEN, then `hf auth login`); never printed")
+    p.set_defaults(func=_cmd_push)
     return parser.parse_args(argv)
 
 

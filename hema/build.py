@@ -1,7 +1,8 @@
 """Publishing a build: run a builder, then lay out exactly what goes to the Hub, atomically.
 
 OUT ends up holding README.md (the card), data/<split>-<fingerprint>-NNNNN-of-NNNNN.parquet,
-class_distribution.png, dedup_report.csv and, when there are label conflicts, conflicting_pairs.png.
+class_distribution.png, dedup_report.csv, build_info.json (provenance: seed, fractions, versions,
+counts) and, when there are label conflicts, conflicting_pairs.png.
 Everything is written into a hidden sibling folder first and swapped in only when complete, so a
 failed or interrupted build leaves the previous OUT untouched.
 """
@@ -9,6 +10,7 @@ failed or interrupted build leaves the previous OUT untouched.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import shutil
@@ -20,7 +22,7 @@ from typing import Protocol, Sequence
 
 import datasets
 
-from hema import card, figures
+from hema import __version__, card, figures
 from hema.catalog import Catalog
 from hema.dedup import DupPair
 from hema.errors import HemaError
@@ -30,6 +32,7 @@ from hema.splits import SPLITS
 
 logger = logging.getLogger(__name__)
 
+BUILD_INFO = "build_info.json"
 REPORT_NAME = "dedup_report.csv"
 DISTRIBUTION_FIGURE = "class_distribution.png"
 CONFLICT_FIGURE = "conflicting_pairs.png"
@@ -104,6 +107,8 @@ def publish(
         shards = _move_shards(prepared, staging / "data", builder.dataset_name, catalog.fingerprint())
         shutil.rmtree(prepared.parent)
         write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)
+        info = build_info(catalog, builder, synthetic is not None)
+        (staging / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
         figures.class_distribution(
             catalog.rows, staging / DISTRIBUTION_FIGURE,
             "MLL23 images per class and split" + (" (SYNTHETIC sample)" if synthetic else ""),
@@ -120,11 +125,62 @@ def publish(
         raise
     return BuildSummary(
         output_dir=output_dir,
-        split_counts=dict(Counter(r.split for r in catalog.rows)),
+        split_counts=info["splits"],
         duplicates=card.duplicate_summary(catalog),
         skipped=len(catalog.skipped),
         synthetic=synthetic is not None,
     )
+
+
+def build_info(catalog: Catalog, builder: datasets.DatasetBuilder, synthetic: bool) -> dict:
+    """What a build was made from and with: enough to reproduce it and to say so in a commit."""
+    counts = Counter(r.split for r in catalog.rows)
+    return {
+        "builder": f"{type(builder).__name__} {builder.info.version}",
+        "hema_version": __version__,
+        "datasets_version": datasets.__version__,
+        "fingerprint": catalog.fingerprint(),
+        "seed": catalog.seed,
+        "val_size": catalog.val_size,
+        "test_size": catalog.test_size,
+        "synthetic": synthetic,
+        "images": len(catalog.rows),
+        "splits": {s: counts[s] for s in SPLITS},
+        "duplicates": card.duplicate_summary(catalog),
+        "skipped_files": len(catalog.skipped),
+    }
+
+
+def read_build_info(folder: Path) -> dict:
+    """The provenance of a built folder, or HemaError when `folder` is not one."""
+    path = Path(folder) / BUILD_INFO
+    if not is_build(Path(folder)) or not path.is_file():
+        raise HemaError(f"{folder} is not a dataset folder made by `hema_dataset.py build` (no {BUILD_INFO})")
+    return json.loads(path.read_text())
+
+
+def set_repo_id(folder: Path, repo_id: str) -> None:
+    """Point the card's loading snippets at `repo_id` (the card is rendered before anyone knows it)."""
+    info = read_build_info(folder)
+    readme = Path(folder) / "README.md"
+    text = readme.read_text().replace(f'"{info.get("repo_id", card.PLACEHOLDER_REPO_ID)}"', f'"{repo_id}"')
+    _write_atomic(readme, text)
+    _write_atomic(Path(folder) / BUILD_INFO, json.dumps({**info, "repo_id": repo_id}, indent=2) + "\n")
+
+
+def commit_message(info: dict) -> str:
+    splits = " / ".join(f"{s} {n:,}" for s, n in info["splits"].items())
+    source = "SYNTHETIC sample" if info["synthetic"] else "MLL23"
+    return (
+        f"{source} build {info['fingerprint']}: {info['images']:,} images ({splits}), split seed {info['seed']}, "
+        f"{info['builder']}, hema {info['hema_version']}"
+    )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _move_shards(prepared: Path, data_dir: Path, dataset_name: str, fingerprint: str) -> dict[str, list[str]]:
