@@ -199,7 +199,7 @@ def build_dataset(
 def _cmd_sample(args: argparse.Namespace) -> None:
     from hema.sample import draw_sample
 
-    manifest = draw_sample(Path(args.output_dir), per_class=args.per_class, seed=args.seed)
+    manifest = draw_sample(Path(args.output_dir), per_class=args.per_class, seed=args.seed, overwrite=args.overwrite)
     print(
         f"Drew a SYNTHETIC sample of {len(manifest.image_ids)} images "
         f"({manifest.per_class} per class, seed {manifest.seed}) in the MLL23 layout: {args.output_dir}"
@@ -270,6 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--per-class", type=int, default=40, help="images per class (default 40)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it is not empty")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("build", help="build the hub-ready dataset folder (Parquet + card)")
