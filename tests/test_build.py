@@ -318,3 +318,25 @@ def test_build_on_real_acevedo20_cells(tmp_path: Path) -> None:
     assert Image.open(io.BytesIO(ds["test"].cast_column("image", datasets.Image(decode=False))[0]["image"]["bytes"])).format == "JPEG"
     for split in SPLITS:
         assert {CELL_CLASSES[label] for label in ds[split]["label"]} == set(ACEVEDO_TO_MLL23.values())
+
+
+# The Hub validates card metadata online only; these are its documented values (huggingface_hub
+# DatasetCardData and the Hub's dataset-card spec), checked offline.
+HUB_SIZE_CATEGORIES = {"n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B"}
+HUB_ANNOTATIONS_CREATORS = {"found", "crowdsourced", "expert-generated", "machine-generated", "no-annotation", "other"}
+HUB_IMAGE_TASKS = {"image-classification", "image-segmentation", "object-detection", "image-feature-extraction"}
+
+
+def test_card_metadata_uses_values_the_hub_accepts(built: Path) -> None:
+    data = DatasetCard.load(built / "README.md").data.to_dict()
+    assert data["license"] == "cc-by-4.0"  # an SPDX-style id from the Hub's license list
+    assert set(data["size_categories"]) <= HUB_SIZE_CATEGORIES
+    assert set(data["annotations_creators"]) <= HUB_ANNOTATIONS_CREATORS
+    assert set(data["task_categories"]) <= HUB_IMAGE_TASKS
+    assert data["source_datasets"] == ["original"]
+    assert all(len(code) in (2, 3) and code.islower() for code in data["language"])
+    assert sum(bool(c.get("default")) for c in data["configs"]) == 1
+    for config in data["configs"]:
+        assert set(config) <= {"config_name", "data_files", "default", "filters"}
+        for column, op, _ in config.get("filters", []):
+            assert column in hema_dataset.FEATURES and op in ("==", ">=")
