@@ -1,0 +1,239 @@
+"""Benchmark hema.dedup: quality on real cells with planted duplicates, and speed at MLL23's scale.
+
+quality  ../shared/data/acevedo20_sample (3,006 real Acevedo20 JPEGs with the dataset's own duplicates)
+         plus planted copies: exact (lossless re-encoding) and near (every kind of tests/dedup_cases,
+         alone and in pairs), and neighbour crops (two crops of one field ~45 % apart, not duplicates).
+         Prints the real duplicates found, pair recall for exact and near (per kind), pair precision
+         (a predicted pair is right when both images descend from one source or one real group; the
+         real groups are those found on the sample alone, each checked by eye: docs/dedup.md), and
+         the distributions of the confirmation scores that chose the thresholds (docs/dedup.md).
+         Targets: exact recall 1.0, near recall >= 0.95, precision >= 0.99.
+scale    --images synthetic 288x288 cells (default 41,621, MLL23's size): each pastes the centre of one
+         real image on the field of another (random rotation/mirror/shift), so hashes and embeddings
+         are distributed like real cells and every centred cell recurs ~14 times on other fields (a
+         harder case for the candidate search than real data); --planted of them are near copies of
+         others. Fingerprints are computed in a pool of --workers processes (the build's decode
+         workers); the timed part is find_duplicates alone, whose peak allocation is printed too.
+         Target: <= 60 s on 2 cores.
+
+  python bench/dedup_bench.py                  # both parts
+  python bench/dedup_bench.py --part quality   # ~1 min on 2 shared cores
+  python bench/dedup_bench.py --part scale     # ~6 min: drawing + fingerprints ~5 min, search ~30 s
+  python bench/dedup_bench.py --part scale --images 5000 --planted 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hema import dedup  # noqa: E402
+from hema.imaging import decode_rgb  # noqa: E402
+from tests.dedup_cases import NEAR_KINDS, near_copy, neighbour_crops, reencode_png  # noqa: E402
+
+SAMPLE = REPO.parent / "shared" / "data" / "acevedo20_sample"
+SIDE = 288
+
+
+def load_sample() -> tuple[list[str], list[str], list[np.ndarray]]:
+    files = sorted(p for p in SAMPLE.glob("*/*") if p.is_file())
+    names = [f"{p.parent.name}/{p.name}" for p in files]
+    return names, [p.parent.name for p in files], [decode_rgb(p.read_bytes()).rgb for p in files]
+
+
+def quality(per_kind: int, seed: int) -> None:
+    if not SAMPLE.is_dir():
+        print(f"quality: skipped, {SAMPLE} is absent (needs ../shared next to the repository)")
+        return
+    names, labels, images = load_sample()
+    t0 = time.perf_counter()
+    prints = [dedup.fingerprint(rgb) for rgb in images]
+    per_image_ms = (time.perf_counter() - t0) / len(images) * 1000
+    classes = sorted(set(labels))
+    real = dedup.find_duplicates(prints, [classes.index(x) for x in labels])
+    print(f"real sample: {len(images)} images, fingerprint {per_image_ms:.2f} ms/image (360x363)")
+    for p in real.pairs:
+        cross = " CROSS-LABEL" if labels[p.a] != labels[p.b] else ""
+        print(f"  {p.kind:5s} {names[p.a]:32s} {names[p.b]:32s} score {p.score:.4f} "
+              f"shift {p.shift} {p.transform}{cross}")
+    kinds = Counter(p.kind for p in real.pairs)
+    print(f"  real pairs: {kinds['exact']} exact, {kinds['near']} near, "
+          f"{sum(labels[p.a] != labels[p.b] for p in real.pairs)} across labels; "
+          f"{int(real.label_conflict.sum())} images in conflicting groups")
+
+    # Plant copies of sources that are not in a real group; every planted image knows its source.
+    rng = np.random.default_rng(seed)
+    singles = np.flatnonzero(real.group_sizes == 1)
+    cases = [("exact", ("png",))] * per_kind + [("near", k) for k in NEAR_KINDS for _ in range(per_kind)]
+    sources = rng.choice(singles, len(cases) + per_kind, replace=False)
+    origin = list(real.dup_group)  # truth: images of one origin are duplicates
+    kind_of: list[str] = ["real"] * len(images)
+    for (kind, steps), src in zip(cases, sources):
+        copy = reencode_png(images[src], rng) if kind == "exact" else near_copy(images[src], steps, rng)
+        prints.append(dedup.fingerprint(copy))
+        origin.append(origin[src])
+        kind_of.append(kind if kind == "exact" else "+".join(steps))
+    for src in sources[len(cases):]:  # neighbour crops: each its own origin
+        for crop in neighbour_crops(images[src]):
+            prints.append(dedup.fingerprint(crop))
+            origin.append(len(origin) + 10**6)
+            kind_of.append("neighbour")
+
+    t0 = time.perf_counter()
+    found = dedup.find_duplicates(prints)
+    print(f"\nplanted: {len(prints) - len(images)} images added; find_duplicates on {len(prints)} "
+          f"took {time.perf_counter() - t0:.1f} s")
+    origin_arr, group = np.asarray(origin), found.dup_group
+    hits: dict[str, list[bool]] = {}
+    for i in range(len(images), len(prints)):
+        if kind_of[i] in ("neighbour",):
+            continue
+        src = np.flatnonzero(origin_arr[: len(images)] == origin_arr[i])
+        hits.setdefault(kind_of[i], []).extend(group[src] == group[i])
+    exact = hits.pop("exact")
+    near = [h for v in hits.values() for h in v]
+    print(f"  exact pair recall {np.mean(exact):.4f} ({sum(exact)}/{len(exact)})")
+    print(f"  near pair recall  {np.mean(near):.4f} ({sum(near)}/{len(near)})")
+    for kind, v in hits.items():
+        print(f"    {kind:28s} {np.mean(v):.3f}")
+    predicted = [(i, j) for g in _groups(group) for i, j in combinations(g, 2)]
+    right = sum(origin_arr[i] == origin_arr[j] for i, j in predicted)
+    print(f"  pair precision    {right / max(len(predicted), 1):.4f} ({right}/{len(predicted)})")
+    for i, j in predicted:
+        if origin_arr[i] != origin_arr[j]:
+            print(f"    wrong: {i} ({kind_of[i]}) ~ {j} ({kind_of[j]})")
+    neighbours = [i for i, k in enumerate(kind_of) if k == "neighbour"]
+    merged = sum(group[i] == group[j] for i, j in zip(neighbours[::2], neighbours[1::2]))
+    print(f"  neighbour crops merged: {merged}/{len(neighbours) // 2}")
+    _score_distributions(prints, origin_arr)
+
+
+def _groups(group: np.ndarray) -> list[np.ndarray]:
+    order = np.argsort(group, kind="stable")
+    cuts = np.flatnonzero(np.diff(group[order])) + 1
+    return [g for g in np.split(order, cuts) if len(g) > 1]
+
+
+def _score_distributions(prints: list[dedup.Fingerprint], origin: np.ndarray) -> None:
+    """Confirmation scores of screened candidates, duplicates vs not: what chose the thresholds."""
+    cand, margin, orient = dedup.near_candidates(prints)
+    same = origin[cand[:, 0]] == origin[cand[:, 1]]
+    print(f"\ncandidates: {len(cand)} pairs, {int((margin >= 0).sum())} pass the screen "
+          f"(duplicates among candidates: {int(same.sum())}, of which screened out "
+          f"{int((same & (margin < 0)).sum())})")
+    keep = margin >= 0
+    scores = dedup.registration_scores(prints, cand[keep], orient[keep])
+    pos = same[keep]
+    for col, name in enumerate(("whole", "centre", "surround")):
+        dup = np.percentile(scores[pos, col], [0, 1, 5, 50]).round(3)
+        other = np.percentile(scores[~pos, col], [50, 99, 99.9, 100]).round(3)
+        print(f"  {name:8s} duplicates min/p1/p5/p50 {dup}   others p50/p99/p99.9/max {other}")
+
+
+def _synthetic_print(task: tuple[int, int, tuple[str, ...]]) -> dedup.Fingerprint:
+    """Fingerprint of synthetic image `index`, or of a near copy of it when `kinds` is not empty."""
+    index, seed, kinds = task
+    rgb = _synthetic(index, seed)
+    if kinds:
+        rgb = near_copy(rgb, kinds, np.random.default_rng([seed, index, 1]))
+    return dedup.fingerprint(rgb)
+
+
+def _synthetic(index: int, seed: int) -> np.ndarray:
+    """One synthetic 288x288 cell: the centre of one real image on the field of another."""
+    rng = np.random.default_rng([seed, index])
+    cell, field = (_POOL[k] for k in rng.choice(len(_POOL), 2, replace=False))
+    field = np.rot90(field, int(rng.integers(4)))[:, :: rng.choice([-1, 1])]
+    top, left = rng.integers(0, np.array(field.shape[:2]) - SIDE + 1)
+    out = field[top : top + SIDE, left : left + SIDE].astype(np.float32)
+    cell = np.rot90(cell, int(rng.integers(4)))
+    ch, cw = cell.shape[0] // 2, cell.shape[1] // 2
+    yy, xx = np.mgrid[-SIDE // 2 : SIDE // 2, -SIDE // 2 : SIDE // 2]
+    alpha = np.clip((0.3 * SIDE - np.hypot(yy, xx)) / 8, 0, 1)[..., None]
+    centre = cell[ch - SIDE // 2 : ch + SIDE // 2, cw - SIDE // 2 : cw + SIDE // 2].astype(np.float32)
+    return (alpha * centre + (1 - alpha) * out).round().astype(np.uint8)
+
+
+_POOL: list[np.ndarray] = []
+
+
+def _init_pool(images: list[np.ndarray]) -> None:
+    _POOL[:] = images
+
+
+def scale(n_images: int, n_planted: int, workers: int, seed: int) -> None:
+    if SAMPLE.is_dir():
+        pool_images = load_sample()[2]
+    else:
+        print(f"scale: {SAMPLE} is absent: random-noise fields instead of real cells (timing only; "
+              "the recall printed below means nothing)")
+        rng = np.random.default_rng(seed)
+        pool_images = [(rng.random((360, 360, 3)) * 255).astype(np.uint8) for _ in range(64)]
+    _init_pool(pool_images)
+    probes = [_synthetic(i, seed + 1) for i in range(200)]
+    t0 = time.perf_counter()
+    for rgb in probes:
+        dedup.fingerprint(rgb)
+    fp_ms = (time.perf_counter() - t0) / len(probes) * 1000
+    n_base = n_images - n_planted  # the last n_planted images are near copies of the first ones
+    tasks = [(i, seed, ()) for i in range(n_base)]
+    tasks += [(i, seed, NEAR_KINDS[i % len(NEAR_KINDS)]) for i in range(n_planted)]
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(workers, _init_pool, (pool_images,)) as pool:
+        prints = pool.map(_synthetic_print, tasks, chunksize=256)
+    fp_s = time.perf_counter() - t0
+    del pool_images, probes
+    _POOL.clear()
+    t0 = time.perf_counter()
+    result = dedup.find_duplicates(prints)
+    search_s = time.perf_counter() - t0
+    tracemalloc.start()  # a second, traced run: what find_duplicates allocates at its peak
+    dedup.find_duplicates(prints)
+    added = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    size = prints[0].nbytes
+    print(f"scale: {n_images} synthetic {SIDE}x{SIDE} images")
+    print(f"  fingerprint: {fp_ms:.2f} ms/image on one core; {size / 1024:.1f} KB of arrays each "
+          f"({size * n_images / 2**20:.0f} MB in all); generate+fingerprint with {workers} workers "
+          f"{fp_s:.1f} s")
+    print(f"  find_duplicates (candidates + confirmation): {search_s:.1f} s")
+    print(f"  memory: find_duplicates allocates {added:.0f} MB at its peak, beyond the fingerprints")
+    group = result.dup_group
+    found = np.mean([group[i] == group[n_base + i] for i in range(n_planted)])
+    planted = {(i, n_base + i) for i in range(n_planted)}
+    others = [p for p in result.pairs if (p.a, p.b) not in planted]
+    print(f"  planted near copies found: {found:.3f} of {n_planted}; other pairs: {len(others)}")
+    for p in others[:5]:  # the generator can paste one cell on one field twice: look at them
+        print(f"    {p.a} ~ {p.b}: score {p.score:.3f} shift {p.shift} {p.transform}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=("quality", "scale", "both"), default="both")
+    parser.add_argument("--per-kind", type=int, default=20, help="planted copies per duplicate kind")
+    parser.add_argument("--images", type=int, default=41_621, help="images in the scale part")
+    parser.add_argument("--planted", type=int, default=340, help="near copies among the scale part's images")
+    parser.add_argument("--workers", type=int, default=2, help="fingerprint processes in the scale part")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.part in ("quality", "both"):
+        quality(args.per_kind, args.seed)
+    if args.part in ("scale", "both"):
+        scale(args.images, args.planted, args.workers, args.seed)
+
+
+if __name__ == "__main__":
+    main()

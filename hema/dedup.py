@@ -1,0 +1,519 @@
+"""Duplicate detection: which images show the same cell, grouped into dup_groups.
+
+Exact duplicates share their decoded pixels (`pixel_sha256`). Near duplicates are the same cell exported
+again: re-encoded, shifted by up to ~10 % of the side, re-lit, rescaled, mirrored or rotated by a
+multiple of 90°. A 64-bit phash cannot tell those from look-alike cells (distinct cells come within 6
+bits, shifted copies sit at 10-12), nor can the centred cell (distinct lymphocytes correlate up to
+0.977 once registered). What identifies one exported cell is its smear field: the red cells around it.
+
+1. `fingerprint` (decode workers, ~3 ms, ~5.6 KB): a 64 x 64 band-passed grey thumbnail of the whole
+   crop; the stained cell's centre and radius (mean shift on blue minus green); 16 x 16 screening views
+   (the ring around the cell at the cell's own scale, and the whole crop); two 64-number embeddings
+   (whole crop, cell-centred) invariant to the 8 rotations/mirrors (each pixel orbit sorted).
+2. Candidates: nearest neighbours in both embeddings (inverted file over k-means cells, matrix
+   products, no Python loop over pairs), screened by the best-of-8-orientations view correlation.
+3. Registration, coarse to fine: b is turned to a's orientation, scaled about the centre (a grid up to
+   1.1 either way and the cell-size ratio) and translated (FFT cross-correlation, sub-pixel peak,
+   +-15 % of the side). A pair is a near duplicate when the band-passed correlation is high over the
+   WHOLE overlap, around a's CENTRED CELL (a neighbour cropped from the same field fails here) and over
+   the SURROUND beyond the cell (two look-alike cells on bare or similar background fail here).
+
+Every threshold below was chosen from the distributions measured on the 3,006 real Acevedo20 images
+with planted copies of every kind and the hardest look-alike candidates (docs/dedup.md has the numbers;
+`python bench/dedup_bench.py --part quality` reproduces them).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+from PIL import Image
+from scipy import ndimage
+
+from hema.imaging import phash, pixel_sha256
+
+DUP_KINDS = ("unique", "exact", "near")
+
+THUMB = 64  # side of the registration thumbnail (whole crop)
+PATCH = 32  # side of the cell-centred patch
+EMBED = 8  # side of the low-resolution grids behind the embeddings (8 x 8 = 64 numbers)
+BAND = (1.0, 4.0)  # difference-of-Gaussians band (thumbnail px): red-cell edges, not illumination
+QUANT = 32.0  # int8 storage: value = round(standardised intensity * QUANT), clipped to +-127
+CELL_REACH = 2.5  # the centred patch spans the cell centre +- CELL_REACH radii
+MAX_SHIFT = 0.15  # registration searches translations up to this fraction of the side
+SCALE_STEP = 1.05  # scale hypotheses: SCALE_STEP**-2 .. SCALE_STEP**2, and the cell-size ratio
+MAX_SCALE = 1.15  # crop-and-rescale copies change the content scale by at most this factor
+
+# Candidate search and confirmation thresholds (measured, see docs/dedup.md).
+NEIGHBOURS_CELL = 16  # neighbours per image in the centred-cell embedding
+NEIGHBOURS_WHOLE = 4  # neighbours per image in the whole-crop embedding
+SEARCH_DIMS = 24  # principal components of each embedding used for the neighbour search
+SEARCH_PROBES = 6  # centroids whose images each image is compared with (of ~sqrt(n))
+SCREEN_CELL_MIN = 0.78  # screening (16 x 16 views): best-orientation correlation of the ring around
+SCREEN_WHOLE_MIN = 0.70  # the cell, or of the whole crop, that a candidate needs to be registered
+SCREEN_RING = 0.6  # the ring starts at this fraction of the cell patch's half side (~1.5 radii)
+WHOLE_MIN = 0.85  # registered band-passed correlation of the whole crop
+CENTRE_MIN = 0.92  # the same around each crop's centre (its centred cell)
+SURROUND_MIN = 0.75  # the same beyond the cell: the smear field around it
+CENTRE_HALF = 0.2  # the centred-cell window: an image centre +- this fraction of the side
+SURROUND_FROM = 2.0  # the surround starts this many (RMS stain) radii from a's cell centre,
+SURROUND_MIN_REACH = 0.15  # and at least this fraction of the side (a small cell's band-pass halo)
+
+_GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# the cell patch's ring beyond ~1.5 radii: the cell itself is excluded from screening (cells look alike)
+_RING = np.hypot(*(np.mgrid[0:PATCH, 0:PATCH] - (PATCH - 1) / 2)) > SCREEN_RING * PATCH / 2
+
+
+@dataclass(frozen=True, eq=False)
+class Fingerprint:
+    """What the grouping stage knows of one image (computed once, where it is decoded)."""
+
+    pixel_sha256: str
+    phash: int
+    thumb: np.ndarray  # THUMB x THUMB int8: band-passed grey of the whole crop, standardised
+    screen_cell: np.ndarray  # 16 x 16 float16, unit norm: band-passed ring around the cell, cell-scaled
+    screen_whole: np.ndarray  # 16 x 16 float16, unit norm: the band-passed whole crop
+    embed_whole: np.ndarray  # EMBED**2 float32, unit norm, invariant to rotations and mirrors
+    embed_cell: np.ndarray  # the same for the cell-centred, cell-scaled view
+    cell: tuple[float, float, float]  # cell centre (y, x) and radius, in thumbnail pixels
+    height: int
+    width: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixel data it carries (it is pickled from the workers and kept for every image)."""
+        arrays = (self.thumb, self.screen_cell, self.screen_whole, self.embed_whole, self.embed_cell)
+        return sum(a.nbytes for a in arrays)
+
+
+@dataclass(frozen=True)
+class DupPair:
+    """A confirmed duplicate pair, by index into the fingerprint list (a < b)."""
+
+    a: int
+    b: int
+    kind: str  # "exact" or "near"
+    score: float  # similarity in [0, 1]; 1.0 for identical pixels
+    shift: tuple[int, int] = (0, 0)  # (dy, dx) in pixels of a that registers b onto a
+    transform: str = "identity"  # how b was turned (np.rot90, then left-right) and scaled onto a,
+    # e.g. "rot90+mirror x1.05"
+
+
+@dataclass
+class DedupResult:
+    dup_group: np.ndarray  # int64 group id per image, numbered by first member
+    dup_kind: list[str]  # per image: "unique", "exact" or "near"
+    pairs: list[DupPair]
+    label_conflict: np.ndarray | None = None  # per image: its group holds more than one label
+
+    @property
+    def group_sizes(self) -> np.ndarray:
+        return np.bincount(self.dup_group)[self.dup_group]
+
+
+# --- fingerprint (decode workers) -------------------------------------------------------------------
+
+
+def fingerprint(rgb: np.ndarray) -> Fingerprint:
+    """The per-image summary the duplicate search needs; cheap enough for every decoded image."""
+    colour = np.asarray(
+        Image.fromarray(rgb).resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32
+    )
+    grey = colour @ _GREY
+    cy, cx, radius = _locate_cell(colour)
+    smooth = ndimage.gaussian_filter(grey, BAND[1])  # also the embeddings' anti-aliasing (8 px cells)
+    band = _standardise(ndimage.gaussian_filter(grey, BAND[0]) - smooth)
+    reach = float(np.clip(CELL_REACH * radius, 0.2 * THUMB, 0.6 * THUMB))
+    patch = _sample_square(band, cy, cx, reach, PATCH) * _RING
+    whole = _sample_square(smooth, (THUMB - 1) / 2, (THUMB - 1) / 2, THUMB / 2, EMBED)
+    return Fingerprint(
+        pixel_sha256=pixel_sha256(rgb),
+        phash=phash(rgb),
+        thumb=_quantise(band),
+        screen_cell=_unit(_pool2(patch[None]))[0].astype(np.float16),
+        screen_whole=_unit(_pool2(_pool2(band[None])))[0].astype(np.float16),
+        embed_whole=_orbit_embedding(whole),
+        embed_cell=_orbit_embedding(_sample_square(smooth, cy, cx, reach, EMBED)),
+        cell=(cy, cx, radius),
+        height=int(rgb.shape[0]),
+        width=int(rgb.shape[1]),
+    )
+
+
+def _locate_cell(colour: np.ndarray, reach: float = 0.3, steps: int = 6) -> tuple[float, float, float]:
+    """Centre and radius of the stained cell nearest the image centre, in thumbnail pixels.
+
+    Mean shift from the centre on blue minus green (nuclei and granules are blue-violet, red cells and
+    background are not), weighted above its 75th percentile: weights scale with contrast and ignore
+    brightness, so the centre is the same on re-lit copies and follows the cell on shifted crops.
+    """
+    stain = colour[..., 2] - colour[..., 1]
+    weight = np.maximum(stain - np.percentile(stain, 75), 0.0) ** 2
+    yy, xx = np.mgrid[0:THUMB, 0:THUMB].astype(np.float32)
+    cy = cx = (THUMB - 1) / 2
+    for _ in range(steps + 1):
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        w = weight * (d2 < (reach * THUMB) ** 2)
+        total = float(w.sum())
+        if total <= 0:
+            return (THUMB - 1) / 2, (THUMB - 1) / 2, THUMB / 6
+        radius = float(np.sqrt((w * d2).sum() / total))
+        cy, cx = float((w * yy).sum() / total), float((w * xx).sum() / total)
+    return cy, cx, max(radius, 2.0)
+
+
+def _sample_square(img: np.ndarray, cy: float, cx: float, half: float, n: int) -> np.ndarray:
+    """n x n bilinear samples of the square centre +- half (edge pixels repeat outside the image)."""
+    lin = (np.arange(n) + 0.5) / n * 2 - 1
+    yy, xx = np.meshgrid(cy + lin * half, cx + lin * half, indexing="ij")
+    return ndimage.map_coordinates(img, [yy, xx], order=1, mode="nearest").astype(np.float32)
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean()
+    return x / max(float(x.std()), 1e-6)
+
+
+def _quantise(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * QUANT), -127, 127).astype(np.int8)
+
+
+def _dihedral(x: np.ndarray) -> list[np.ndarray]:
+    """The 8 rotations/mirrors of the last two axes, in the order of `_DIHEDRAL_NAMES`."""
+    out = []
+    for k in range(4):
+        turned = np.rot90(x, k, axes=(-2, -1))
+        out += [turned, turned[..., ::-1]]
+    return out
+
+
+_DIHEDRAL_NAMES = ("identity", "mirror", "rot90", "rot90+mirror", "rot180", "rot180+mirror",
+                   "rot270", "rot270+mirror")
+
+
+def _orbit_embedding(grid: np.ndarray) -> np.ndarray:
+    """Sorted values of each dihedral orbit of pixels: unchanged by any rotation/mirror of the grid."""
+    half = grid.shape[-1] // 2
+    orbits = np.sort(np.stack(_dihedral(grid), axis=-1)[:half, :half], axis=-1).ravel()
+    orbits = orbits - orbits.mean()
+    return (orbits / max(float(np.linalg.norm(orbits)), 1e-6)).astype(np.float32)
+
+
+# --- grouping (parent) -------------------------------------------------------------------------------
+
+
+def find_duplicates(prints: Sequence[Fingerprint], labels: Sequence[int] | None = None) -> DedupResult:
+    """Exact and near-duplicate groups of the fingerprinted images (labels only mark conflicts)."""
+    by_sha: dict[str, list[int]] = defaultdict(list)
+    for i, fp in enumerate(prints):
+        by_sha[fp.pixel_sha256].append(i)
+    pairs = [DupPair(m[0], j, "exact", 1.0) for m in by_sha.values() for j in m[1:]]
+    distinct = np.array([m[0] for m in by_sha.values()], dtype=np.int64)
+    if len(distinct) > 1:
+        pairs += _near_pairs([prints[i] for i in distinct], distinct)
+    return group_pairs(len(prints), pairs, labels)
+
+
+def _near_pairs(prints: Sequence[Fingerprint], index: np.ndarray) -> list[DupPair]:
+    """Confirmed near-duplicate pairs among images with distinct pixels (index maps back)."""
+    cand, margin, orient = near_candidates(prints)
+    keep = margin >= 0
+    cand, orient = cand[keep], orient[keep]
+    scores = registration_scores(prints, cand, orient)
+    out = []
+    for (a, b), g, (whole, centre, surround, scale, dy, dx) in zip(cand, orient, scores):
+        if whole >= WHOLE_MIN and centre >= CENTRE_MIN and surround >= SURROUND_MIN:
+            fa = prints[a]
+            name = _DIHEDRAL_NAMES[g] + ("" if abs(scale - 1) < 0.005 else f" x{scale:.2f}")
+            shift = (round(dy * fa.height / THUMB), round(dx * fa.width / THUMB))
+            out.append(DupPair(int(index[a]), int(index[b]), "near", round(float(whole), 4), shift, name))
+    return out
+
+
+def near_candidates(prints: Sequence[Fingerprint]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j) from both embeddings, their screening margin and best orientation."""
+    cand = np.unique(
+        np.concatenate([
+            _neighbour_pairs(_principal(np.stack([fp.embed_cell for fp in prints])), NEIGHBOURS_CELL),
+            _neighbour_pairs(_principal(np.stack([fp.embed_whole for fp in prints])), NEIGHBOURS_WHOLE),
+        ]),
+        axis=0,
+    )
+    cell_view = np.stack([fp.screen_cell for fp in prints]).astype(np.float32)
+    whole_view = np.stack([fp.screen_whole for fp in prints]).astype(np.float32)
+    margin, orient = _screen(cell_view, whole_view, cand)
+    return cand, margin, orient
+
+
+def _principal(embed: np.ndarray) -> np.ndarray:
+    """The embedding's first SEARCH_DIMS principal components: a cheaper all-pairs product."""
+    centred = embed - embed.mean(axis=0)
+    _, axes = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues: the last are principal
+    return np.ascontiguousarray(centred @ axes[:, ::-1][:, :SEARCH_DIMS], dtype=np.float32)
+
+
+def registration_scores(prints: Sequence[Fingerprint], cand: np.ndarray, orient: np.ndarray) -> np.ndarray:
+    """Per candidate pair: (whole, centre, surround, scale, dy, dx) of b registered onto a."""
+    thumbs = np.stack([fp.thumb for fp in prints])
+    cells = np.array([fp.cell for fp in prints], dtype=np.float32)
+    out = np.empty((len(cand), 6), dtype=np.float64)
+    for s in range(0, len(cand), 1024):
+        out[s : s + 1024] = _register_chunk(thumbs, cells, cand[s : s + 1024], orient[s : s + 1024])
+    return out
+
+
+def _neighbour_pairs(embed: np.ndarray, k: int) -> np.ndarray:
+    """(i, j) pairs, i < j, where j is among the k nearest of i (Euclidean), found with an inverted
+    file: images are filed under their nearest of ~sqrt(n) k-means centroids and each image is compared
+    only with those filed under its SEARCH_PROBES nearest centroids (exact when that is all of them)."""
+    n = len(embed)
+    k = min(k, n - 1)
+    centroids = _kmeans(embed, max(1, int(np.sqrt(n))))
+    near_c = _nearest(embed, centroids, min(SEARCH_PROBES, len(centroids)))
+    home = near_c[:, 0]
+    found_q, found_m, found_d = [], [], []
+    for c in range(len(centroids)):
+        members = np.flatnonzero(home == c)
+        queries = np.flatnonzero((near_c == c).any(axis=1))
+        if len(members) == 0 or len(queries) == 0:
+            continue
+        dist = _half_sq_dist(embed[queries], embed[members])
+        dist[queries[:, None] == members[None, :]] = np.inf
+        take = min(k, len(members))
+        best = np.argpartition(dist, take - 1, axis=1)[:, :take]
+        found_q.append(np.repeat(queries, take))
+        found_m.append(members[best].ravel())
+        found_d.append(np.take_along_axis(dist, best, axis=1).ravel())
+    q, m, d = (np.concatenate(x) for x in (found_q, found_m, found_d))
+    order = np.lexsort((d, q))  # by query, nearest first
+    q, m, d = q[order], m[order], d[order]
+    rank = np.arange(len(q)) - np.searchsorted(q, q)  # position within the query's list
+    keep = (rank < k) & np.isfinite(d)
+    pairs = np.stack([np.minimum(q[keep], m[keep]), np.maximum(q[keep], m[keep])], axis=1)
+    return pairs
+
+
+def _half_sq_dist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """|x - y|^2 / 2 for all rows of x against all rows of y."""
+    dist = x @ y.T
+    np.subtract(0.5 * (y * y).sum(axis=1)[None, :], dist, out=dist)
+    dist += 0.5 * (x * x).sum(axis=1)[:, None]
+    return dist
+
+
+def _nearest(x: np.ndarray, centroids: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` nearest centroids of each row, nearest first."""
+    dist = _half_sq_dist(x, centroids)
+    part = np.argpartition(dist, count - 1, axis=1)[:, :count] if count < len(centroids) else (
+        np.broadcast_to(np.arange(len(centroids)), dist.shape))
+    return np.take_along_axis(part, np.argsort(np.take_along_axis(dist, part, axis=1), axis=1), axis=1)
+
+
+def _kmeans(x: np.ndarray, count: int, steps: int = 8) -> np.ndarray:
+    """Plain Lloyd iterations from a fixed random start (deterministic for a given input)."""
+    rng = np.random.default_rng(0)
+    centroids = x[rng.choice(len(x), count, replace=False)].copy()
+    for _ in range(steps):
+        home = _nearest(x, centroids, 1)[:, 0]
+        sizes = np.bincount(home, minlength=count)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, home, x)
+        filled = sizes > 0
+        centroids[filled] = sums[filled] / sizes[filled, None]
+    return centroids
+
+
+def _screen(cell_view: np.ndarray, whole_view: np.ndarray, cand: np.ndarray, chunk: int = 8192):
+    """Screening margin and orientation: the best-of-8-orientations correlation of the cell patches'
+    ring (the cell itself excluded: distinct cells look alike) or of the whole crops, above its
+    threshold. Views are unit-normalised per image, and stay so under rotation and mirroring."""
+    margin = np.empty(len(cand), dtype=np.float32)
+    orient = np.empty(len(cand), dtype=np.int64)
+    for s in range(0, len(cand), chunk):
+        a, b = cand[s : s + chunk, 0], cand[s : s + chunk, 1]
+        best = None
+        for view, floor in ((cell_view, SCREEN_CELL_MIN), (whole_view, SCREEN_WHOLE_MIN)):
+            va = view[a]
+            corr = np.stack([np.einsum("pij,pij->p", va, v) for v in _dihedral(view[b])])
+            best = corr - floor if best is None else np.maximum(best, corr - floor)
+        margin[s : s + chunk] = best.max(axis=0)
+        orient[s : s + chunk] = best.argmax(axis=0)
+    return margin, orient
+
+
+def _pool2(x: np.ndarray) -> np.ndarray:
+    """Means of 2 x 2 blocks over the last two axes."""
+    x = x.astype(np.float32, copy=False)
+    return 0.25 * (x[..., ::2, ::2] + x[..., 1::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, 1::2])
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(axis=(1, 2), keepdims=True, dtype=np.float32)
+    return x / np.maximum(np.sqrt((x * x).sum(axis=(1, 2), keepdims=True)), 1e-6)
+
+
+def _register_chunk(thumbs: np.ndarray, cells: np.ndarray, cand: np.ndarray, orient: np.ndarray):
+    """Coarse to fine: every scale hypothesis is registered at half resolution, the best one again at
+    full resolution, where the three scores are taken."""
+    a_img = thumbs[cand[:, 0]].astype(np.float32)
+    b_img = np.empty_like(a_img)
+    for g in range(8):  # turn b into a's orientation
+        sel = orient == g
+        if sel.any():
+            b_img[sel] = _dihedral(thumbs[cand[sel, 1]].astype(np.float32))[g]
+    cell_a = cells[cand[:, 0]]
+    # scale hypotheses: a fixed grid (1 for resized whole images, up to 1.1 either way for crops of a
+    # field) and the cell-size ratio, which lands between grid steps
+    ratio = np.clip(cell_a[:, 2] / cells[cand[:, 1], 2], 1 / MAX_SCALE, MAX_SCALE)
+    a_half, b_half = _pool2(a_img), _pool2(b_img)
+    a_spectrum = _spectrum(a_half)
+    best_whole, best_scale = np.full(len(cand), -np.inf), np.ones(len(cand))
+    for scale in [np.full(len(cand), SCALE_STEP**k) for k in range(-2, 3)] + [ratio]:
+        dy, dx = _fft_shift(a_spectrum, b_half, scale)
+        warped, valid = _warp(b_half, scale, dy, dx)
+        whole = _masked_ncc(a_half, warped, valid)
+        better = whole > best_whole
+        best_whole[better], best_scale[better] = whole[better], scale[better]
+    dy, dx = _fft_shift(_spectrum(a_img), b_img, best_scale)
+    whole, centre, surround = _registered_scores(a_img, b_img, best_scale, dy, dx, cell_a)
+    return np.stack([whole, centre, surround, best_scale, dy, dx], axis=1)
+
+
+def _spectrum(img: np.ndarray) -> np.ndarray:
+    size = _fft_size(img.shape[-1])
+    return scipy.fft.rfft2(img - img.mean(axis=(1, 2), keepdims=True), s=(size, size))
+
+
+def _reach(n: int) -> int:
+    return int(np.ceil(MAX_SHIFT * n))
+
+
+def _fft_size(n: int) -> int:
+    return scipy.fft.next_fast_len(n + _reach(n) + 2, real=True)  # no wrap-around within reach
+
+
+def _resample_matrix(scale: np.ndarray, shift: np.ndarray, n: int) -> np.ndarray:
+    """(P, n, n) linear-interpolation matrices: out = M @ x scales by `scale` about the centre, then
+    moves the content by `shift` pixels; rows that fall outside the input are zero."""
+    c = (n - 1) / 2
+    src = (np.arange(n)[None, :] - c - shift[:, None]) / scale[:, None] + c  # (P, n)
+    lo = np.floor(src)
+    frac = (src - lo).astype(np.float32)
+    m = np.zeros((len(scale), n, n), dtype=np.float32)
+    p, i = np.meshgrid(np.arange(len(scale)), np.arange(n), indexing="ij")
+    for idx, w in ((lo, 1 - frac), (lo + 1, frac)):
+        ok = (idx >= 0) & (idx <= n - 1)
+        m[p[ok], i[ok], idx[ok].astype(np.int64)] = w[ok]
+    return m
+
+
+def _warp(img: np.ndarray, scale: np.ndarray, dy: np.ndarray, dx: np.ndarray):
+    """img (P, n, n) scaled about the centre and shifted; returns the image and its validity mask."""
+    n = img.shape[-1]
+    my, mx = _resample_matrix(scale, dy, n), _resample_matrix(scale, dx, n)
+    warped = my @ img @ mx.transpose(0, 2, 1)
+    valid = (my.sum(axis=2)[:, :, None] > 0.999) & (mx.sum(axis=2)[:, None, :] > 0.999)
+    return warped, valid
+
+
+def _fft_shift(a_spectrum: np.ndarray, b_img: np.ndarray, scale: np.ndarray):
+    """Sub-pixel translation (dy, dx) within +-MAX_SHIFT that best lays scaled b onto a."""
+    n = b_img.shape[-1]
+    size, reach = _fft_size(n), _reach(n)
+    zero = np.zeros(len(scale))
+    b_scaled, valid = _warp(b_img, scale, zero, zero)
+    b_mean = (b_scaled * valid).sum(axis=(1, 2), keepdims=True) / np.maximum(
+        valid.sum(axis=(1, 2), keepdims=True), 1
+    )
+    b_spectrum = scipy.fft.rfft2(np.where(valid, b_scaled - b_mean, 0), s=(size, size))
+    # xcorr[d] = sum_y a[y + d] b[y]: b's content moved by d lands on a
+    xcorr = scipy.fft.irfft2(a_spectrum * np.conj(b_spectrum), s=(size, size))
+    offsets = np.r_[size - reach : size, 0 : reach + 1]  # shifts -reach..reach in order
+    window = xcorr[:, offsets][:, :, offsets]
+    iy, ix = np.unravel_index(window.reshape(len(window), -1).argmax(axis=1), window.shape[1:])
+    rows, last = np.arange(len(window)), len(offsets) - 1
+    up, down = np.maximum(iy - 1, 0), np.minimum(iy + 1, last)
+    left, right = np.maximum(ix - 1, 0), np.minimum(ix + 1, last)
+    peak = window[rows, iy, ix]
+    sub_y = _parabola(window[rows, up, ix], peak, window[rows, down, ix])
+    sub_x = _parabola(window[rows, iy, left], peak, window[rows, iy, right])
+    shifts = np.arange(-reach, reach + 1)  # the shift each position of `offsets` stands for
+    return shifts[iy] + sub_y, shifts[ix] + sub_x
+
+
+def _parabola(left: np.ndarray, mid: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Sub-sample offset of a peak from its two neighbours (0 where the fit is degenerate)."""
+    den = left - 2 * mid + right
+    return np.where(den < 0, np.clip(0.5 * (left - right) / np.where(den < 0, den, -1), -0.5, 0.5), 0.0)
+
+
+def _registered_scores(a_img, b_img, scale, dy, dx, cell_a):
+    """Masked correlations of a and registered b: the whole overlap; the centred cell, as the worse of
+    the squares +-CENTRE_HALF around a's image centre and around b's (where it lands on a): each crop
+    is centred on its cell, so a crop of the same field centred on another cell fails one of them; and
+    the surround, the overlap beyond a's stained cell."""
+    warped, valid = _warp(b_img, scale, dy, dx)
+    yy, xx = np.mgrid[0:THUMB, 0:THUMB].astype(np.float32)
+    centre, half = (THUMB - 1) / 2, CENTRE_HALF * THUMB
+    around_a = (np.abs(yy - centre) <= half) & (np.abs(xx - centre) <= half)
+    around_b = (np.abs(yy[None] - centre - dy[:, None, None]) <= half) & (
+        np.abs(xx[None] - centre - dx[:, None, None]) <= half
+    )
+    off_y = yy[None] - cell_a[:, 0, None, None]
+    off_x = xx[None] - cell_a[:, 1, None, None]
+    reach = np.maximum(SURROUND_FROM * cell_a[:, 2], SURROUND_MIN_REACH * THUMB)  # past the DoG halo
+    beyond = off_y**2 + off_x**2 > reach[:, None, None] ** 2
+    centred = np.minimum(
+        _masked_ncc(a_img, warped, valid & around_a), _masked_ncc(a_img, warped, valid & around_b)
+    )
+    return _masked_ncc(a_img, warped, valid), centred, _masked_ncc(a_img, warped, valid & beyond)
+
+
+def _masked_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    w = mask.astype(np.float32)
+    count = np.maximum(w.sum(axis=(1, 2)), 1.0)
+    ma = (a * w).sum(axis=(1, 2)) / count
+    mb = (b * w).sum(axis=(1, 2)) / count
+    da = (a - ma[:, None, None]) * w
+    db = (b - mb[:, None, None]) * w
+    den = np.sqrt((da * da).sum(axis=(1, 2)) * (db * db).sum(axis=(1, 2)))
+    ncc = (da * db).sum(axis=(1, 2)) / np.maximum(den, 1e-6)
+    return np.where(count >= a.shape[-1] ** 2 / 16, ncc, -1.0)  # a sliver of overlap proves nothing
+
+
+def group_pairs(n: int, pairs: Sequence[DupPair], labels: Sequence[int] | None = None) -> DedupResult:
+    """Connected components of the pair graph; ids numbered in order of each group's first image."""
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for p in pairs:
+        ra, rb = root(p.a), root(p.b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([root(i) for i in range(n)], dtype=np.int64)
+    _, dup_group = np.unique(roots, return_inverse=True)  # roots are first members: order kept
+    near_groups = {dup_group[p.a] for p in pairs if p.kind == "near"}
+    sizes = np.bincount(dup_group, minlength=1)
+    kinds = [
+        "unique" if sizes[g] == 1 else ("near" if g in near_groups else "exact") for g in dup_group
+    ]
+    conflict = None
+    if labels is not None:
+        label_arr = np.asarray(labels, dtype=np.int64)
+        first = np.full(len(sizes), -1, dtype=np.int64)
+        first[dup_group[::-1]] = label_arr[::-1]  # some label of each group
+        mixed = np.zeros(len(sizes), dtype=bool)
+        np.logical_or.at(mixed, dup_group, label_arr != first[dup_group])
+        conflict = mixed[dup_group]
+    return DedupResult(
+        dup_group=dup_group.astype(np.int64), dup_kind=kinds, pairs=list(pairs), label_conflict=conflict
+    )
