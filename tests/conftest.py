@@ -12,6 +12,10 @@ the machine), and its whole output can be scanned for the token.
 from __future__ import annotations
 
 import os
+
+# Idle OpenMP threads must sleep, not spin: on 2 shared cores spinning makes torch steps 10-20x slower.
+# Set before any test module imports torch (train_vit.py does the same for its own runs).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import secrets
 import subprocess
 import sys

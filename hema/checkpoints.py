@@ -1,0 +1,66 @@
+"""Resumable training state: OUT/checkpoints/step_N, Accelerate's state plus the run's own.
+
+Accelerate saves the model, optimiser, scheduler, gradient-accumulation step and every process's RNG
+states; the run adds its step, best validation score and the best weights so far, so that a resumed
+run ends with the same best model even when the best step predates the checkpoint. The order of the
+training rows and the augmentation are functions of (seed, epoch, batch), so nothing else is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from hema.errors import HemaError
+
+CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
+BEST_WEIGHTS = "best_model.safetensors"
+
+
+def completed(root: Path) -> list[Path]:
+    """step_N folders, oldest first (a save that was interrupted is still named step_N.partial)."""
+    return sorted((p for p in root.glob("step_*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+
+
+def find(out: Path, resume: str | None) -> Path | None:
+    """The checkpoint to resume from: `resume` itself, or with "auto" the latest in OUT (None if none)."""
+    if resume is None:
+        return None
+    if resume != "auto":
+        if not (Path(resume) / TRAINER_STATE).is_file():
+            raise HemaError(f"--resume-from-checkpoint {resume}: not a checkpoint folder (no {TRAINER_STATE})")
+        return Path(resume)
+    found = completed(out / CHECKPOINTS)
+    return found[-1] if found else None
+
+
+def save(accelerator, out: Path, state: dict, best_weights: dict[str, torch.Tensor] | None, keep: int) -> None:
+    """Write OUT/checkpoints/step_<state's step> under a temporary name, rename it, keep the last `keep`."""
+    root = out / CHECKPOINTS
+    final = root / f"step_{state['completed_steps']}"
+    partial = root / f"{final.name}.partial"
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if best_weights is not None:
+            save_file({k: v.contiguous() for k, v in best_weights.items()}, str(partial / BEST_WEIGHTS))
+        (partial / TRAINER_STATE).write_text(json.dumps(state, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        for old in completed(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load(accelerator, checkpoint: Path) -> tuple[dict, dict[str, torch.Tensor] | None]:
+    """Restore Accelerate's state from `checkpoint`; return the run's state and best weights."""
+    accelerator.load_state(str(checkpoint))
+    state = json.loads((checkpoint / TRAINER_STATE).read_text())
+    best = checkpoint / BEST_WEIGHTS
+    return state, load_file(str(best)) if best.is_file() else None

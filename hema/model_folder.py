@@ -1,0 +1,97 @@
+"""The published model folder: what `pipeline("image-classification", model=OUT)` and the Hub read.
+
+OUT gets model.safetensors, config.json (id2label = the dataset's class names), preprocessor_config.json
+(a ViTImageProcessor doing the evaluation transform), all_results.json, confusion_matrix.png,
+training_args.json and README.md (the card). No pickles: checkpoints (OUT/checkpoints) and TensorBoard
+logs (OUT/runs) stay beside it and are never pushed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from hema import model_card
+from hema.training import LoadedModel
+
+PUBLISHED = ("model.safetensors", "config.json", "preprocessor_config.json", "all_results.json",
+             model_card.CONFUSION_FIGURE, "training_args.json", "README.md")
+#: For push_folder: never upload checkpoints (optimiser pickles), logs, or any pickle.
+PUSH_IGNORE = ["checkpoints/**", "runs/**", ".staging/**", "*.bin", "*.pt", "*.pth", "*.pkl"]
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
+#: Hyperparameters shown in the card, in this order, from training_args.json.
+CARD_HYPERPARAMETERS = ("epochs", "max_steps", "batch_size", "total_batch_size", "learning_rate", "weight_decay",
+                        "warmup_ratio", "gradient_accumulation_steps", "max_grad_norm", "label_smoothing",
+                        "class_weighting", "balanced_sampler", "mixed_precision", "image_size", "seed",
+                        "num_processes")
+
+
+def write(out: Path, *, model: nn.Module, loaded: LoadedModel, run_config: dict, state: dict, test: dict,
+          class_names: Sequence[str], hardware: str, dataset_source: str) -> None:
+    """Write every published file into a staging folder, then move each into OUT, the card last."""
+    from transformers import ViTImageProcessor
+
+    staging = out / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    ViTImageProcessor(
+        do_resize=True, size={"height": loaded.image_size, "width": loaded.image_size},
+        resample=2, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,  # 2 = PIL bilinear
+        image_mean=list(loaded.image_mean), image_std=list(loaded.image_std),
+    ).save_pretrained(staging)
+    results = {"best_step": state["best_step"], "train_seconds": round(state["train_seconds"], 1),
+               **{f"validation_{k}": v for k, v in state["best_validation"].items()},
+               **{f"test_{k}": test[k] for k in SUMMARY_METRICS},
+               "test_per_class": test["per_class"], "test_confusion_matrix": test["confusion_matrix"]}
+    (staging / "all_results.json").write_text(json.dumps(results, indent=1))
+    (staging / "training_args.json").write_text(json.dumps(run_config, indent=1, default=str))
+    model_card.confusion_figure(test["confusion_matrix"], class_names, staging / model_card.CONFUSION_FIGURE)
+    inputs = card_inputs(out, model, loaded, run_config, state, test, hardware, dataset_source)
+    model_card.render(inputs).save(staging / "README.md")
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == "README.md"):
+        os.replace(path, out / path.name)
+    staging.rmdir()
+
+
+def card_inputs(out: Path, model: nn.Module, loaded: LoadedModel, run_config: dict, state: dict, test: dict,
+                hardware: str, dataset_source: str) -> model_card.CardInputs:
+    """What the card says, from the run; the dataset's own card adds its pretty name and synthetic tag."""
+    from huggingface_hub import DatasetCard
+
+    local = Path(dataset_source).is_dir()
+    try:
+        dataset_card = DatasetCard.load(Path(dataset_source) / "README.md" if local else dataset_source,
+                                        repo_type="dataset").data
+    except Exception:  # noqa: BLE001 - offline Hub, no card, bad YAML: the card then just says "MLL23"
+        dataset_card = None
+    tags = list(getattr(dataset_card, "tags", None) or [])
+    if loaded.base_model:
+        origin = f"Fine-tuned from [{loaded.base_model}](https://huggingface.co/{loaded.base_model})."
+    elif loaded.random_init:
+        origin = "Trained from random initialisation (architecture from a configuration file)."
+    else:
+        origin = "Fine-tuned from a local checkpoint."
+    config = model.config
+    repo_id = run_config.get("push_to_hub")
+    return model_card.CardInputs(
+        model_name=(repo_id or str(out)).rstrip("/").split("/")[-1],
+        model_id=repo_id or str(out),
+        architecture=(f"ViT ({config.num_hidden_layers} layers, width {config.hidden_size}, patch {config.patch_size})"
+                      if config.model_type == "vit" else config.model_type),
+        dataset_id=Path(dataset_source).name if local else dataset_source,
+        dataset_on_hub=not local,
+        dataset_pretty=getattr(dataset_card, "pretty_name", None) or "MLL23",
+        dataset_config=run_config["dataset_config"], label_column=run_config["label_column"],
+        synthetic="synthetic" in tags, origin=origin, base_model=loaded.base_model,
+        image_size=loaded.image_size, image_mean=loaded.image_mean, image_std=loaded.image_std,
+        test=test, validation=state["best_validation"], best_step=state["best_step"],
+        hyperparameters={k: run_config[k] for k in CARD_HYPERPARAMETERS if run_config.get(k) is not None},
+        training_time=f"{state['train_seconds'] / 60:.1f} minutes", hardware=hardware,
+        tags=["synthetic"] if "synthetic" in tags else [],
+    )
