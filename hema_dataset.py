@@ -182,6 +182,7 @@ def build_dataset(
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     check_fractions(val_size, test_size)
     check_output_dir(output_dir, data_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".hema-cache-", dir=output_dir.parent) as cache_dir:
         builder = MLL23(
             data_dir=str(data_dir), cache_dir=cache_dir, seed=seed, val_size=val_size,

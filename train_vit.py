@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--gradient-accumulation-steps", type=int, default=1)
     t.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping; 0 turns it off")
     t.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"],
-                   help="default: bf16 on a GPU that has it, else no")
+                   help="default: bf16 on GPUs that have it natively (Ampere+), fp16 on older ones, no on CPU")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--class-weighting", choices=["none", "inverse", "sqrt-inverse"], default="sqrt-inverse",
                    help="loss weight per class from training frequencies (default: sqrt-inverse)")
@@ -122,6 +122,7 @@ def train(args: argparse.Namespace) -> None:
     from transformers import get_scheduler
 
     from hema import checkpoints, fastdata, model_folder, train_data, training
+    from hema.cache import cache_root
     from hema.errors import HemaError
     from hema.model_folder import SUMMARY_METRICS
 
@@ -133,7 +134,10 @@ def train(args: argparse.Namespace) -> None:
     cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in {"1", "true"}
     compile_model = args.compile == "yes" or (args.compile == "auto" and cuda)
     accelerator = Accelerator(
-        mixed_precision=args.mixed_precision or ("bf16" if cuda and torch.cuda.is_bf16_supported() else "no"),
+        # Emulated bf16 (a T4 reports it) is slow: default to fp16 there, bf16 from Ampere on.
+        mixed_precision=args.mixed_precision or (
+            ("bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16") if cuda else "no"
+        ),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=trackers(args.report_to),
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "runs")),
@@ -164,7 +168,7 @@ def train(args: argparse.Namespace) -> None:
         say(f"model: {note}")
     model = loaded.model
     image_size = loaded.image_size
-    cache_dir = Path(args.cache_dir) if args.cache_dir else train_data.cache_root() / "decoded"
+    cache_dir = Path(args.cache_dir) if args.cache_dir else cache_root() / "decoded"
     with accelerator.local_main_process_first():
         arrays = {s: fastdata.decoded_images(ds, args.image_column, image_size, cache_dir) for s, ds in splits.items()}
     labels = {s: np.asarray(ds[args.label_column], dtype=np.int64) for s, ds in splits.items()}

@@ -207,14 +207,14 @@ def _move_shards(prepared: Path, data_dir: Path, dataset_name: str, fingerprint:
 
 
 def write_dedup_report(pairs: Sequence[DupPair], images: Sequence[LabelledImage], path: Path) -> None:
-    """One row per confirmed duplicate pair (indices into `images`): ids, labels, kind, score, shift."""
+    """One row per confirmed pair (indices into `images`): ids, labels, kind, score, shift, transform."""
     rows = images
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["image_id_a", "label_a", "image_id_b", "label_b", "kind", "score", "shift_y", "shift_x"])
+        out.writerow(["image_id_a", "label_a", "image_id_b", "label_b", "kind", "score", "shift_y", "shift_x", "transform"])
         for p in pairs:
             a, b = rows[p.a], rows[p.b]
-            out.writerow([a.image_id, a.cell_class, b.image_id, b.cell_class, p.kind, f"{p.score:.4f}", *p.shift])
+            out.writerow([a.image_id, a.cell_class, b.image_id, b.cell_class, p.kind, f"{p.score:.4f}", *p.shift, p.transform])
 
 
 def _conflict_figure(catalog: Catalog, path: Path) -> str | None:

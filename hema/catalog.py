@@ -153,13 +153,10 @@ def make_catalog(
     found = dedup.find_duplicates(decoded.prints, labels=labels)
     groups = found.dup_group
     sizes = np.bincount(groups)
-    labels_per_group = [set() for _ in sizes]
-    for g, lab in zip(groups, labels):
-        labels_per_group[g].add(int(lab))
-    conflict = np.array([len(s) > 1 for s in labels_per_group])
+    conflict = found.label_conflict  # per image: its group holds more than one label
     _, first_member = np.unique(groups, return_index=True)
     representative = np.zeros(len(labels), dtype=bool)
-    representative[first_member[~conflict]] = True
+    representative[first_member[~conflict[first_member]]] = True
     split = assign_splits(labels, groups, seed=seed, val_size=val_size, test_size=test_size)
 
     rows = [
@@ -173,7 +170,7 @@ def make_catalog(
             dup_group=int(groups[i]),
             dup_group_size=int(sizes[groups[i]]),
             dup_kind=found.dup_kind[i],
-            label_conflict=bool(conflict[groups[i]]),
+            label_conflict=bool(conflict[i]),
             dup_representative=bool(representative[i]),
             split=SPLITS[split[i]],
         )

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from hema.cache import cache_root
 from hema.errors import HemaError
 from hema.taxonomy import CELL_CLASSES
 
@@ -939,8 +940,7 @@ def _move_into_place(tmp: Path, output_dir: Path, overwrite: bool) -> None:
 
 def default_sample_dir(per_class: int = 40, seed: int = 0) -> Path:
     """Cache folder of a drawn sample: $HEMA_CACHE (or ~/.cache/hema)/sample/v<version>-n<N>-s<seed>."""
-    base = Path(os.environ.get("HEMA_CACHE") or Path.home() / ".cache" / "hema")
-    return base / "sample" / f"v{VERSION}-n{per_class}-s{seed}"
+    return cache_root() / "sample" / f"v{VERSION}-n{per_class}-s{seed}"
 
 
 def ensure_sample(per_class: int = 40, seed: int = 0) -> Path:

@@ -6,22 +6,15 @@ list kept here, so a model's id2label is the dataset's own.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import datasets
 import numpy as np
 
+from hema.cache import cache_root
 from hema.errors import HemaError
+from hema.splits import SPLITS
 from hema.training import looks_like_path
-
-SPLIT_NAMES = ("train", "validation", "test")
-
-
-def cache_root() -> Path:
-    """$HEMA_CACHE, else ~/.cache/hema: where the sample, the demo's build and decoded images live."""
-    return Path(os.environ.get("HEMA_CACHE") or Path.home() / ".cache" / "hema")
-
 
 def demo_dataset(per_class: int) -> str:
     """The synthetic sample, drawn and built once into the cache (hema.sample + the MLL23 builder)."""
@@ -33,7 +26,6 @@ def demo_dataset(per_class: int) -> str:
     built = cache_root() / "demo-build" / f"mll23-synthetic-{sample.name}"
     if not is_build(built):
         print(f"demo: building the synthetic sample {sample} into {built}")
-        built.parent.mkdir(parents=True, exist_ok=True)
         hema_dataset.build_dataset(sample, built)
     return str(built)
 
@@ -55,7 +47,7 @@ def load_splits(source: str, config: str, label_column: str,
     except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:  # OSError: unreachable Hub
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise HemaError(f"--dataset {source} (config {config}): cannot load it ({first})") from None
-    missing = set(SPLIT_NAMES) - set(splits)
+    missing = set(SPLITS) - set(splits)
     if missing:
         raise HemaError(f"--dataset {source} has no {', '.join(sorted(missing))} split (found: {', '.join(splits)})")
     features = splits["train"].features
@@ -66,7 +58,7 @@ def load_splits(source: str, config: str, label_column: str,
     if not isinstance(features.get(image_column), datasets.Image):
         raise HemaError(f"--dataset {source} has no Image column {image_column!r}; pick one with --image-column")
     labelled = {}
-    for name in SPLIT_NAMES:
+    for name in SPLITS:
         split = splits[name]
         if min(split.unique(label_column), default=0) < 0:
             split = split.filter(lambda y: np.greater_equal(y, 0), input_columns=label_column, batched=True)
