@@ -25,6 +25,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from tests.loopback import ServedInBackground
+
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 # What the Hub's default .gitattributes stores in LFS; anything else binary or > 1 MB goes there too.
@@ -504,7 +506,7 @@ class _Server(ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class HubEmulator:
+class HubEmulator(ServedInBackground):
     """The Hub on 127.0.0.1 (ephemeral port), served from a thread; storage under `root`.
 
     `token` writes (user `user`, orgs `orgs`), `read_token` only reads; any other token is a 401.
@@ -516,7 +518,7 @@ class HubEmulator:
         self.token, self.read_token = token, read_token
         self.state = HubState(self.root, {token: "write", read_token: "read"}, user, orgs)
         self._server = _Server(self.state)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="hub-emulator", daemon=True)
+        self._serve("hub-emulator")
 
     @property
     def url(self) -> str:
@@ -534,12 +536,3 @@ class HubEmulator:
     def env(self) -> dict[str, str]:
         """Environment variables that point huggingface_hub, datasets and transformers here."""
         return {"HF_ENDPOINT": self.url, "HF_HUB_DISABLE_XET": "1"}
-
-    def __enter__(self) -> HubEmulator:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)

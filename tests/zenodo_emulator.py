@@ -18,6 +18,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from hema.download import ZENODO_RECORD
+from tests.loopback import ServedInBackground
 
 
 def class_zip(cell_class: str, files: dict[str, bytes], *, top_folder: bool = True, extra: dict[str, bytes] | None = None) -> bytes:
@@ -45,7 +46,7 @@ def tiny_tifs(cell_class: str, count: int, size: int = 8) -> dict[str, bytes]:
     return images
 
 
-class ZenodoEmulator:
+class ZenodoEmulator(ServedInBackground):
     """Zenodo on 127.0.0.1 (ephemeral port) serving `files` (key -> bytes) as record ZENODO_RECORD.
 
     Switches, all changeable between requests:
@@ -67,7 +68,7 @@ class ZenodoEmulator:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="zenodo-emulator", daemon=True)
+        self._serve("zenodo-emulator")
 
     def record(self) -> dict:
         """The record JSON, in the shape of https://zenodo.org/api/records/<id>."""
@@ -132,12 +133,3 @@ class ZenodoEmulator:
                 self.close_connection = True  # the client sees the connection end short of Content-Length
 
         return Handler
-
-    def __enter__(self) -> ZenodoEmulator:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
