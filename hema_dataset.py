@@ -225,7 +225,7 @@ def _cmd_dedup(args: argparse.Namespace) -> None:
     decoded = decode_entries(scan.entries, num_proc=args.num_proc, strict=False)
     folders = sorted({e.cell_class for e in decoded.entries})
     labels = [folders.index(e.cell_class) for e in decoded.entries]
-    found = dedup.find_duplicates(decoded.prints, labels=labels)
+    found = dedup.find_duplicates(decoded.prints, labels=labels, num_proc=args.num_proc)
     write_dedup_report(found.pairs, decoded.entries, Path(args.report))
     first_members = np.unique(found.dup_group, return_index=True)[1]
     kinds = Counter(found.dup_kind[i] for i in first_members)

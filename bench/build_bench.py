@@ -9,8 +9,11 @@ hema.sample and cached under --root). In one run, on the same files, it times:
                   the cheapest route to a publishable Parquet (still decodes nothing)
   build           python hema_dataset.py build (decode, fingerprints, dedup, splits, Parquet, card)
 
-and prints wall time and peak RSS (summed over the whole process tree, sampled every 50 ms).
-Targets (issue 2): build <= 2x the baseline's wall time, peak RSS < 3 GB.
+and prints wall time and peak memory (PSS summed over the whole process tree, sampled every 50 ms:
+pages that forked workers share with their parent count once).
+Each command starts with the page cache dropped (when this process may: root), so none reads files
+the previous one left in memory. Targets (issue 2): build <= 2x the baseline's wall time, peak
+memory < 3 GB.
 
   python bench/build_bench.py                       # full size: 41,621 images
   python bench/build_bench.py --images 4000         # quicker, same class proportions
@@ -75,8 +78,27 @@ def ensure_replica(root: Path, total: int) -> Path:
     return replica
 
 
+def _pss(process: psutil.Process) -> int:
+    """Proportional set size: forked workers share their parent's pages, which RSS would count twice."""
+    try:
+        return process.memory_full_info().pss
+    except (psutil.AccessDenied, AttributeError):
+        return process.memory_info().rss
+
+
+def drop_page_cache() -> bool:
+    """Start each command with cold files, so no run reads what the previous one left in memory."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
+
+
 def measure(cmd: list[str], env: dict | None = None) -> dict:
-    """Run a command; wall time and peak RSS of its whole process tree."""
+    """Run a command from cold files; wall time and peak memory of its whole process tree."""
+    cold = drop_page_cache()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -89,7 +111,7 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
         while not stop.is_set():
             try:
                 procs = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+                peak = max(peak, sum(_pss(p) for p in procs if p.is_running()))
             except psutil.Error:
                 pass
             stop.wait(0.05)
@@ -102,7 +124,8 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
     sampler.join()
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return {"wall_s": round(wall, 1), "peak_rss_gb": round(peak / 1e9, 2), "tail": output.strip().splitlines()[-4:]}
+    return {"wall_s": round(wall, 1), "cold_page_cache": cold, "peak_memory_gb": round(peak / 1e9, 2), "log": [
+        line for line in output.splitlines() if line.startswith(("INFO", "Built", "  duplicate")) or "rows" in line]}
 
 
 BASELINE = """
@@ -130,14 +153,19 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     results = {"images": sum(1 for _ in replica.glob("*/*.TIF")), "cpus": os.cpu_count(), "num_proc": args.num_proc}
-    for name, mode in (("baseline", "paths"), ("baseline-embed", "embed")):
-        cache = work / f"hf-cache-{name}"
-        results[name] = measure([sys.executable, "-c", BASELINE, str(replica), str(cache),
-                                 str(work / f"{name}.parquet"), mode, str(args.num_proc)])
+    commands = {
+        "baseline": [sys.executable, "-c", BASELINE, str(replica), str(work / "hf-cache"),
+                     str(work / "out.parquet"), "paths", str(args.num_proc)],
+        "baseline-embed": [sys.executable, "-c", BASELINE, str(replica), str(work / "hf-cache"),
+                           str(work / "out.parquet"), "embed", str(args.num_proc)],
+        "build": [sys.executable, "hema_dataset.py", "build", "--data-dir", str(replica),
+                  "--output-dir", str(work / "built"), "--num-proc", str(args.num_proc)],
+    }
+    for name, cmd in commands.items():
+        results[name] = measure(cmd)
         print(name, results[name], flush=True)
-    results["build"] = measure([sys.executable, "hema_dataset.py", "build", "--data-dir", str(replica),
-                                "--output-dir", str(work / "built"), "--num-proc", str(args.num_proc)])
-    print("build", results["build"], flush=True)
+        shutil.rmtree(work)  # each run starts on the same disk: no earlier output left to flush
+        work.mkdir()
     for name in ("baseline", "baseline-embed"):
         results[f"build_over_{name}"] = round(results["build"]["wall_s"] / results[name]["wall_s"], 2)
     summary = {k: v for k, v in results.items() if not isinstance(v, dict)}

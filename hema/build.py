@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ def publish(
         staging.mkdir()
         # datasets leaves lock files beside the folder it prepares: keep them out of OUT.
         prepared = Path(tempfile.mkdtemp(prefix=".hema-prepare-", dir=output_dir.parent)) / "parquet"
+        started = time.perf_counter()
         builder.download_and_prepare(
             output_dir=str(prepared),
             file_format="parquet",
@@ -104,6 +106,7 @@ def publish(
             download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD,
         )
         catalog: Catalog = builder.catalog
+        logger.info("prepared %d rows as Parquet in %.1f s", len(catalog.rows), time.perf_counter() - started)
         shards = _move_shards(prepared, staging / "data", builder.dataset_name, catalog.fingerprint())
         shutil.rmtree(prepared.parent)
         write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)

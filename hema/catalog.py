@@ -11,6 +11,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,12 +146,16 @@ def make_catalog(
 ) -> Catalog:
     """Scan, decode, deduplicate and split a raw MLL23 folder; raise HemaError on bad input."""
     check_fractions(val_size, test_size)
+    started = time.perf_counter()
     scan = scan_class_folders(Path(data_dir))
     decoded = decode_entries(scan.entries, num_proc=num_proc, strict=strict)
     if not decoded.entries:
         raise HemaError(f"no decodable images under {data_dir}")
+    logger.info("decoded %d images in %.1f s", len(decoded.entries), time.perf_counter() - started)
+    started = time.perf_counter()
     labels = np.array([class_id(e.cell_class) for e in decoded.entries])
-    found = dedup.find_duplicates(decoded.prints, labels=labels)
+    found = dedup.find_duplicates(decoded.prints, labels=labels, num_proc=num_proc)
+    logger.info("found %d duplicate pairs in %.1f s", len(found.pairs), time.perf_counter() - started)
     groups = found.dup_group
     sizes = np.bincount(groups)
     conflict = found.label_conflict  # per image: its group holds more than one label

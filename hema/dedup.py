@@ -25,6 +25,8 @@ with planted copies of every kind and the hardest look-alike candidates (docs/de
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -206,24 +208,30 @@ def _orbit_embedding(grid: np.ndarray) -> np.ndarray:
 # --- grouping (parent) -------------------------------------------------------------------------------
 
 
-def find_duplicates(prints: Sequence[Fingerprint], labels: Sequence[int] | None = None) -> DedupResult:
-    """Exact and near-duplicate groups of the fingerprinted images (labels only mark conflicts)."""
+def find_duplicates(
+    prints: Sequence[Fingerprint], labels: Sequence[int] | None = None, num_proc: int | None = None
+) -> DedupResult:
+    """Exact and near-duplicate groups of the fingerprinted images (labels only mark conflicts).
+
+    Registration of the candidate pairs, the costly part, runs in `num_proc` processes (all cores by
+    default).
+    """
     by_sha: dict[str, list[int]] = defaultdict(list)
     for i, fp in enumerate(prints):
         by_sha[fp.pixel_sha256].append(i)
     pairs = [DupPair(m[0], j, "exact", 1.0) for m in by_sha.values() for j in m[1:]]
     distinct = np.array([m[0] for m in by_sha.values()], dtype=np.int64)
     if len(distinct) > 1:
-        pairs += _near_pairs([prints[i] for i in distinct], distinct)
+        pairs += _near_pairs([prints[i] for i in distinct], distinct, num_proc)
     return group_pairs(len(prints), pairs, labels)
 
 
-def _near_pairs(prints: Sequence[Fingerprint], index: np.ndarray) -> list[DupPair]:
+def _near_pairs(prints: Sequence[Fingerprint], index: np.ndarray, num_proc: int | None) -> list[DupPair]:
     """Confirmed near-duplicate pairs among images with distinct pixels (index maps back)."""
     cand, margin, orient = near_candidates(prints)
     keep = margin >= 0
     cand, orient = cand[keep], orient[keep]
-    scores = registration_scores(prints, cand, orient)
+    scores = registration_scores(prints, cand, orient, num_proc)
     out = []
     for (a, b), g, (whole, centre, surround, scale, dy, dx) in zip(cand, orient, scores):
         if whole >= WHOLE_MIN and centre >= CENTRE_MIN and surround >= SURROUND_MIN:
@@ -256,14 +264,35 @@ def _principal(embed: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(centred @ axes[:, ::-1][:, :SEARCH_DIMS], dtype=np.float32)
 
 
-def registration_scores(prints: Sequence[Fingerprint], cand: np.ndarray, orient: np.ndarray) -> np.ndarray:
+_REGISTRATION_CHUNK = 1024
+_shared_views: tuple[np.ndarray, np.ndarray] | None = None  # (thumbs, cells), inherited by forked workers
+
+
+def registration_scores(
+    prints: Sequence[Fingerprint], cand: np.ndarray, orient: np.ndarray, num_proc: int | None = None
+) -> np.ndarray:
     """Per candidate pair: (whole, centre, surround, scale, dy, dx) of b registered onto a."""
+    global _shared_views
     thumbs = np.stack([fp.thumb for fp in prints])
     cells = np.array([fp.cell for fp in prints], dtype=np.float32)
-    out = np.empty((len(cand), 6), dtype=np.float64)
-    for s in range(0, len(cand), 1024):
-        out[s : s + 1024] = _register_chunk(thumbs, cells, cand[s : s + 1024], orient[s : s + 1024])
-    return out
+    chunks = [(cand[s : s + _REGISTRATION_CHUNK], orient[s : s + _REGISTRATION_CHUNK])
+              for s in range(0, len(cand), _REGISTRATION_CHUNK)]
+    procs = min(num_proc or os.cpu_count() or 1, len(chunks))
+    if procs <= 1:
+        scores = [_register_chunk(thumbs, cells, c, o) for c, o in chunks]
+    else:  # forked workers read the views from this module's memory: only pair indices are pickled
+        _shared_views = (thumbs, cells)
+        try:
+            with multiprocessing.get_context("fork").Pool(procs) as pool:
+                scores = pool.map(_register_shared, chunks, chunksize=1)
+        finally:
+            _shared_views = None
+    return np.concatenate(scores) if scores else np.empty((0, 6), dtype=np.float64)
+
+
+def _register_shared(chunk: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    thumbs, cells = _shared_views
+    return _register_chunk(thumbs, cells, *chunk)
 
 
 def _neighbour_pairs(embed: np.ndarray, k: int) -> np.ndarray:

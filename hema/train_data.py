@@ -16,6 +16,7 @@ from hema.errors import HemaError
 from hema.splits import SPLITS
 from hema.training import looks_like_path
 
+
 def demo_dataset(per_class: int) -> str:
     """The synthetic sample, drawn and built once into the cache (hema.sample + the MLL23 builder)."""
     import hema_dataset
