@@ -76,15 +76,17 @@ def test_groups_never_straddle_splits_and_every_class_in_every_split(built: Path
 
 def test_planted_duplicates_are_grouped_and_conflicts_flagged(built: Path, sample_manifest) -> None:
     rows = {r["image_id"]: r for s in SPLITS for r in load(built)[s].remove_columns("image")}
-    exact = [p for p in sample_manifest.planted if p.kind == "exact"]
-    assert exact
-    for pair in exact:
+    assert {p.kind for p in sample_manifest.planted} == {"exact", "near"}
+    for pair in sample_manifest.planted:
         a, b = rows[pair.a], rows[pair.b]
-        assert a["dup_group"] == b["dup_group"] and a["dup_group_size"] >= 2
-        assert a["pixel_sha256"] == b["pixel_sha256"]
+        assert a["dup_group"] == b["dup_group"] and a["dup_group_size"] >= 2, pair
+        assert (a["pixel_sha256"] == b["pixel_sha256"]) == (pair.kind == "exact"), pair
+        assert a["dup_kind"] == b["dup_kind"] == pair.kind, pair
         assert a["label_conflict"] == b["label_conflict"] == pair.cross_class
     conflicted = {r["dup_group"] for r in rows.values() if r["label_conflict"]}
     assert conflicted == {rows[p.a]["dup_group"] for p in sample_manifest.planted if p.cross_class}
+    planted_groups = {rows[p.a]["dup_group"] for p in sample_manifest.planted}
+    assert {r["dup_group"] for r in rows.values() if r["dup_group_size"] > 1} == planted_groups  # nothing else merged
     by_group = defaultdict(list)
     for r in rows.values():
         by_group[r["dup_group"]].append(r)

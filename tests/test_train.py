@@ -265,8 +265,8 @@ def test_two_cpu_processes_under_torchrun(built: Path, tiny_config: Path, tmp_pa
     assert np.asarray(scores["test_confusion_matrix"]).sum() == datasets.load_dataset(str(built), split="test").num_rows
 
 
-def test_push_to_the_hub_uploads_the_model_folder_only(run_with_hub, hub, built: Path, tiny_config: Path,
-                                                       tmp_path: Path) -> None:
+def test_push_to_the_hub_then_pipeline_by_repo_id(run_with_hub, hub, built: Path, sample_dir: Path,
+                                                  tiny_config: Path, tmp_path: Path) -> None:
     out = tmp_path / "pushed"
     completed = run_with_hub(argv=["train_vit.py", "--dataset", str(built), "--model", str(tiny_config),
                                    "--output-dir", str(out), "--max-steps", "2", "--batch-size", "16",
@@ -278,3 +278,10 @@ def test_push_to_the_hub_uploads_the_model_folder_only(run_with_hub, hub, built:
     assert repo.private
     assert set(repo.resolve("main").files) - {".gitattributes"} == PUBLISHED  # no checkpoints, logs or pickles
     assert (out / "checkpoints").is_dir()
+    # The user's one-liner, through the Hub: class names come back for a cell image.
+    cell = sorted((sample_dir / "basophil").glob("*.TIF"))[0]
+    classify = run_with_hub(argv=["-c", "import json, sys\nfrom transformers import pipeline\n"
+                                  "top = pipeline('image-classification', model='hema-org/vit-cells')(sys.argv[1], top_k=3)\n"
+                                  "print(json.dumps(top))", str(cell)])
+    top = json.loads(classify.stdout.strip().splitlines()[-1])
+    assert len(top) == 3 and all(t["label"] in CELL_CLASSES for t in top)
