@@ -27,7 +27,9 @@ def demo_dataset(per_class: int) -> str:
     built = cache_root() / "demo-build" / f"mll23-synthetic-{sample.name}"
     if not is_build(built):
         print(f"demo: building the synthetic sample {sample} into {built}")
-        hema_dataset.build_dataset(sample, built)
+        print(hema_dataset.build_dataset(sample, built).describe())
+    else:
+        print(f"demo: the synthetic sample's dataset is {built} (load it: datasets.load_dataset({str(built)!r}))")
     return str(built)
 
 
