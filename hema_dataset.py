@@ -48,8 +48,6 @@ from hema.splits import SPLITS, check_fractions
 from hema.taxonomy import CELL_CLASSES, HARMONISED_CLASSES
 from hema.views import VIEWS
 
-logger = logging.getLogger("hema")
-
 _CITATION = """\
 @article{shetabboushehri2025mll23,
   title   = {A large expert-annotated single-cell peripheral blood dataset for hematological disease diagnostics},
@@ -149,7 +147,10 @@ class MLL23(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self, rows: list[CatalogRow]):
         for row in rows:
-            data = row.path.read_bytes()
+            try:
+                data = row.path.read_bytes()
+            except OSError as exc:
+                raise HemaError(f"{row.image_id} vanished or became unreadable during the build ({exc.strerror})") from None
             if not row.keep_bytes:  # not RGB as stored: publish the converted pixels, losslessly
                 data = encode_png(decode_rgb(data).rgb)
             yield row.image_id, {
