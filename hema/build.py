@@ -93,13 +93,13 @@ def publish(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = output_dir.with_name(f".{output_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
+    # datasets leaves lock files beside the folder it prepares: prepare in a scratch folder, not OUT.
+    scratch = Path(tempfile.mkdtemp(prefix=".hema-prepare-", dir=output_dir.parent))
     try:
         staging.mkdir()
-        # datasets leaves lock files beside the folder it prepares: keep them out of OUT.
-        prepared = Path(tempfile.mkdtemp(prefix=".hema-prepare-", dir=output_dir.parent)) / "parquet"
         started = time.perf_counter()
         builder.download_and_prepare(
-            output_dir=str(prepared),
+            output_dir=str(scratch / "parquet"),
             file_format="parquet",
             max_shard_size=max_shard_size,
             num_proc=num_proc,
@@ -107,8 +107,7 @@ def publish(
         )
         catalog: Catalog = builder.catalog
         logger.info("prepared %d rows as Parquet in %.1f s", len(catalog.rows), time.perf_counter() - started)
-        shards = _move_shards(prepared, staging / "data", builder.dataset_name, catalog.fingerprint())
-        shutil.rmtree(prepared.parent)
+        shards = _move_shards(scratch / "parquet", staging / "data", builder.dataset_name, catalog.fingerprint())
         write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)
         info = build_info(catalog, builder, synthetic is not None)
         (staging / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
@@ -123,9 +122,9 @@ def publish(
         _swap_in(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if "prepared" in locals():
-            shutil.rmtree(prepared.parent, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return BuildSummary(
         output_dir=output_dir,
         split_counts=info["splits"],
