@@ -38,8 +38,6 @@ from scipy import ndimage
 
 from hema.imaging import phash, pixel_sha256
 
-DUP_KINDS = ("unique", "exact", "near")
-
 THUMB = 64  # side of the registration thumbnail (whole crop)
 PATCH = 32  # side of the cell-centred patch
 EMBED = 8  # side of the low-resolution grids behind the embeddings (8 x 8 = 64 numbers)
