@@ -128,7 +128,7 @@ def publish(
     return BuildSummary(
         output_dir=output_dir,
         split_counts=info["splits"],
-        duplicates=card.duplicate_summary(catalog),
+        duplicates=info["duplicates"],
         skipped=len(catalog.skipped),
         synthetic=synthetic is not None,
     )

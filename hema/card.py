@@ -32,8 +32,18 @@ def size_category(n: int) -> str:
     return next((name for bound, name in _SIZE_CATEGORIES if n < bound), "1M<n<10M")
 
 
+def view_split_counts(catalog: Catalog) -> dict[str, Counter]:
+    """Rows per split in each published config."""
+    return {v.name: Counter(r.split for r in catalog.rows if v.keeps(r)) for v in VIEWS.values()}
+
+
 def card_data(
-    catalog: Catalog, shards: dict[str, list[str]], info: datasets.DatasetInfo, *, synthetic: bool
+    catalog: Catalog,
+    shards: dict[str, list[str]],
+    info: datasets.DatasetInfo,
+    view_counts: dict[str, Counter],
+    *,
+    synthetic: bool,
 ) -> DatasetCardData:
     """The YAML header: Hub metadata, one `configs` entry per view (explicit shard names), infos."""
     configs = []
@@ -48,7 +58,7 @@ def card_data(
         else:
             entry["default"] = True
         configs.append(entry)
-        counts = Counter(r.split for r in catalog.rows if view.keeps(r))
+        counts = view_counts[view.name]
         split_dict = datasets.SplitDict()
         for s in SPLITS:
             full = info.splits[s] if info.splits and s in info.splits else None
@@ -80,7 +90,8 @@ def render_card(
     repo_id: str = PLACEHOLDER_REPO_ID,
 ) -> DatasetCard:
     """The full card; `synthetic` is the sample's manifest when the source is the synthetic sample."""
-    data = card_data(catalog, shards, info, synthetic=synthetic is not None)
+    view_counts = view_split_counts(catalog)
+    data = card_data(catalog, shards, info, view_counts, synthetic=synthetic is not None)
     per_class = {c: Counter() for c in CELL_CLASSES}
     for r in catalog.rows:
         per_class[r.cell_class][r.split] += 1
@@ -96,10 +107,10 @@ def render_card(
     ]
     present = [r for r in class_rows if r["total"]]
     totals = {s: sum(r[s] for r in class_rows) for s in (*SPLITS, "total")}
-    config_rows = []
-    for v in VIEWS.values():
-        counts = Counter(r.split for r in catalog.rows if v.keeps(r))
-        config_rows.append({"name": v.name, "rule": v.rule, **{s: counts[s] for s in SPLITS}})
+    config_rows = [
+        {"name": name, "rule": VIEWS[name].rule, **{s: counts[s] for s in SPLITS}}
+        for name, counts in view_counts.items()
+    ]
     return DatasetCard.from_template(
         data,
         template_path=str(TEMPLATE),
