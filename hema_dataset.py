@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from hema import dedup
+from hema import dedup, schema
 from hema.build import (
     BuildSummary,
     check_output_dir,
@@ -39,13 +38,12 @@ from hema.build import (
     set_repo_id,
     write_dedup_report,
 )
-from hema.catalog import Catalog, CatalogRow, decode_entries, make_catalog
+from hema.catalog import CatalogRow, decode_entries, make_catalog
 from hema.errors import HemaError
-from hema.imaging import decode_rgb, encode_png
+from hema.imaging import decode_rgb, stored_bytes
 from hema.sample import read_manifest
 from hema.scan import scan_class_folders
 from hema.splits import SPLITS, check_fractions
-from hema.taxonomy import CELL_CLASSES, HARMONISED_CLASSES
 from hema.views import VIEWS
 
 _CITATION = """\
@@ -69,21 +67,14 @@ _DESCRIPTION = (
     "stratified splits and duplicate metadata."
 )
 
-FEATURES = datasets.Features(
-    {
-        "image": datasets.Image(mode="RGB"),
-        "label": datasets.ClassLabel(names=list(CELL_CLASSES)),
-        "image_id": datasets.Value("string"),
-        "pixel_sha256": datasets.Value("string"),
-        "phash": datasets.Value("string"),
-        "dup_group": datasets.Value("int64"),
-        "dup_group_size": datasets.Value("int64"),
-        "dup_kind": datasets.Value("string"),
-        "label_conflict": datasets.Value("bool"),
-        "dup_representative": datasets.Value("bool"),
-        "harmonised_label": datasets.ClassLabel(names=list(HARMONISED_CLASSES)),
-    }
-)
+FEATURES = schema.FEATURES
+
+
+def info() -> datasets.DatasetInfo:
+    return datasets.DatasetInfo(
+        description=_DESCRIPTION, features=FEATURES, homepage=_HOMEPAGE, license=_LICENSE, citation=_CITATION
+    )
+
 
 @dataclass
 class MLL23Config(datasets.BuilderConfig):
@@ -103,36 +94,22 @@ class MLL23(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [MLL23Config(name=v.name, description=v.description) for v in VIEWS.values()]
     DEFAULT_CONFIG_NAME = "default"
 
-    #: Set by _split_generators: the scan/dedup/split result that the card and report are made from.
-    catalog: Catalog | None = None
-
     def _info(self) -> datasets.DatasetInfo:
-        return datasets.DatasetInfo(
-            description=_DESCRIPTION,
-            features=FEATURES,
-            homepage=_HOMEPAGE,
-            license=_LICENSE,
-            citation=_CITATION,
-        )
+        return info()
 
-    def _make_split_generators_kwargs(self, prepare_split_kwargs: dict) -> dict:
-        # Decoding is the expensive part of a build: give it download_and_prepare's num_proc.
-        return {"num_proc": prepare_split_kwargs.get("num_proc")}
-
-    def _split_generators(self, dl_manager, num_proc: int | None = None):
+    def _split_generators(self, dl_manager):
         data_dir = self.config.data_dir or self._download(dl_manager)
-        self.catalog = make_catalog(
+        catalog = make_catalog(
             Path(data_dir),
             seed=self.config.seed,
             val_size=self.config.val_size,
             test_size=self.config.test_size,
             strict=self.config.strict,
-            num_proc=num_proc,
         )
         view = VIEWS[self.config.name]
         return [
             datasets.SplitGenerator(
-                name=split, gen_kwargs={"rows": [r for r in self.catalog.split_rows(split) if view.keeps(r)]}
+                name=split, gen_kwargs={"rows": [r for r in catalog.rows if r.split == split and view.keeps_row(r)]}
             )
             for split in SPLITS
         ]
@@ -151,21 +128,7 @@ class MLL23(datasets.GeneratorBasedBuilder):
                 data = row.path.read_bytes()
             except OSError as exc:
                 raise HemaError(f"{row.image_id} vanished or became unreadable during the build ({exc.strerror})") from None
-            if not row.keep_bytes:  # not RGB as stored: publish the converted pixels, losslessly
-                data = encode_png(decode_rgb(data).rgb)
-            yield row.image_id, {
-                "image": {"bytes": data, "path": row.path.name},
-                "label": row.label,
-                "image_id": row.image_id,
-                "pixel_sha256": row.pixel_sha256,
-                "phash": row.phash,
-                "dup_group": row.dup_group,
-                "dup_group_size": row.dup_group_size,
-                "dup_kind": row.dup_kind,
-                "label_conflict": row.label_conflict,
-                "dup_representative": row.dup_representative,
-                "harmonised_label": row.harmonised_label,
-            }
+            yield row.image_id, schema.example(row, stored_bytes(data, decode_rgb(data)))
 
 
 def build_dataset(
@@ -177,22 +140,16 @@ def build_dataset(
     test_size: float = 0.15,
     num_proc: int | None = None,
     strict: bool = False,
-    max_shard_size: str = "500MB",
 ) -> BuildSummary:
     """Build the hub-ready folder OUT from raw class folders; OUT is replaced only on success."""
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     check_fractions(val_size, test_size)
     check_output_dir(output_dir, data_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".hema-cache-", dir=output_dir.parent) as cache_dir:
-        builder = MLL23(
-            data_dir=str(data_dir), cache_dir=cache_dir, seed=seed, val_size=val_size,
-            test_size=test_size, strict=strict,
-        )
-        return publish(
-            builder, output_dir, num_proc=num_proc, max_shard_size=max_shard_size,
-            synthetic=read_manifest(data_dir),
-        )
+    config = MLL23Config(data_dir=str(data_dir), seed=seed, val_size=val_size, test_size=test_size, strict=strict)
+    return publish(
+        config, info(), output_dir, builder_id=f"MLL23 {MLL23.VERSION}", num_proc=num_proc,
+        synthetic=read_manifest(data_dir),
+    )
 
 
 # ----------------------------------------------------------------------------- command line

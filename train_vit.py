@@ -28,6 +28,8 @@ from pathlib import Path
 # work. Waiting passively avoids that. Set before torch loads; an explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from hema.views import DEFAULT_CONFIG, VIEWS  # noqa: E402  (after the OpenMP setting: cheap, no torch)
+
 REPO_ROOT = Path(__file__).resolve().parent
 DEMO_CONFIG = REPO_ROOT / "configs" / "vit-tiny-demo"
 METRIC_PATH = REPO_ROOT / "metrics" / "cell_classification"
@@ -48,8 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--dataset", help="Hub dataset id or local built folder (default: the demo's synthetic sample)")
-    d.add_argument("--dataset-config", default="default", help="default | deduplicated | harmonised")
-    d.add_argument("--label-column", help="ClassLabel column (default: label, harmonised_label with harmonised)")
+    d.add_argument("--dataset-config", default=DEFAULT_CONFIG, help=" | ".join(VIEWS))
+    d.add_argument("--label-column", help="ClassLabel column (default: the config's, e.g. harmonised_label for harmonised)")
     d.add_argument("--image-column", default="image")
     d.add_argument("--cache-dir", help="decoded-image cache (default: $HEMA_CACHE or ~/.cache/hema, /decoded)")
     m = p.add_argument_group("model")
@@ -97,7 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.model is None:
         args.model = "google/vit-base-patch16-224-in21k"
     if args.label_column is None:
-        args.label_column = "harmonised_label" if args.dataset_config == "harmonised" else "label"
+        view = VIEWS.get(args.dataset_config)
+        args.label_column = view.label_column if view else "label"
     return args
 
 

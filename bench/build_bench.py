@@ -1,22 +1,26 @@
-"""Benchmark `hema_dataset.py build` against the plain imagefolder route, on a full-size replica.
+"""Benchmark `hema_dataset.py build` against the plain imagefolder route, on the same files.
 
-The replica has MLL23's real class counts (41,621 synthetic 288x288 TIFs, ~10 GB, drawn once with
-hema.sample and cached under --root). In one run, on the same files, it times:
+Two inputs:
+  --source replica  MLL23's real class counts (41,621 synthetic 288x288 TIFs, ~10 GB at full size,
+                    drawn once with hema.sample and cached under --root; --images scales it)
+  --source real     the real Acevedo20 cells of ../shared (3,006), centre-cut to MLL23's 288 px and
+                    saved as its uncompressed TIFFs in MLL23 class folders (made once under --root)
 
-  baseline        load_dataset("imagefolder", data_dir=...) then Dataset.to_parquet: stores file
-                  paths only (the issue's literal baseline; nothing is read, nothing decoded)
-  baseline-embed  the same with the image bytes embedded in the Parquet, as push_to_hub does:
-                  the cheapest route to a publishable Parquet (still decodes nothing)
-  build           python hema_dataset.py build (decode, fingerprints, dedup, splits, Parquet, card)
+In paired runs (--repeats, alternating, each from a cold page cache when this process may drop it:
+root) it times:
 
-and prints wall time and peak memory (PSS summed over the whole process tree, sampled every 50 ms:
-pages that forked workers share with their parent count once).
-Each command starts with the page cache dropped (when this process may: root), so none reads files
-the previous one left in memory. Targets (issue 2): build <= 2x the baseline's wall time, peak
-memory < 3 GB.
+  baseline  load_dataset("imagefolder", data_dir=...), the image embedding push_to_hub does
+            (datasets.table.embed_table_storage), then Dataset.to_parquet: the cheapest route to a
+            publishable Parquet (decodes nothing, finds no duplicates, stores the TIFF bytes)
+  build     python hema_dataset.py build (decode, fingerprints, dedup, splits, lossless WebP, Parquet, card)
 
-  python bench/build_bench.py                       # full size: 41,621 images
-  python bench/build_bench.py --images 4000         # quicker, same class proportions
+and prints the medians of wall time and peak memory (PSS summed over the process tree, sampled every
+50 ms: pages that forked workers share with their parent count once), and the median of the paired
+ratios. Target (issue 9): build <= 1.5x the baseline.
+
+  python bench/build_bench.py                                # replica, full size
+  python bench/build_bench.py --source real --repeats 3      # the real cells
+  python bench/build_bench.py --images 4000                  # a quicker replica, same class proportions
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -42,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from hema.sample import render_cell  # noqa: E402
 from hema.taxonomy import CELL_CLASSES, PUBLISHED_COUNTS  # noqa: E402
 
+ACEVEDO = REPO.parent / "shared" / "data" / "acevedo20_sample"
 EXACT_COPIES_PER_MILLE = 5  # planted exact duplicates, so the dedup stage has groups to form
 
 
@@ -76,6 +82,27 @@ def ensure_replica(root: Path, total: int) -> Path:
         pool.map(_draw_class, jobs, chunksize=1)
     marker.write_text(json.dumps(counts))
     return replica
+
+
+def ensure_real_cells(root: Path) -> Path:
+    """The real Acevedo20 cells as MLL23 would hold them: 288x288 uncompressed TIFFs in class folders."""
+    folder = root / "real-acevedo20-288"
+    marker = folder / ".complete"
+    if marker.is_file():
+        return folder
+    if not ACEVEDO.is_dir():
+        raise SystemExit(f"--source real needs {ACEVEDO}")
+    shutil.rmtree(folder, ignore_errors=True)
+    paths = sorted(ACEVEDO.glob("*/*.jpg"))
+    for i, path in enumerate(paths):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        top, left = (rgb.shape[0] - 288) // 2, (rgb.shape[1] - 288) // 2
+        cell_class = CELL_CLASSES[i % len(CELL_CLASSES)]  # labels play no part in the timing
+        target = folder / cell_class / f"{cell_class}_{i:05d}.TIF"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb[top : top + 288, left : left + 288]).save(target, format="TIFF")
+    marker.write_text(str(len(paths)))
+    return folder
 
 
 def _pss(process: psutil.Process) -> int:
@@ -132,47 +159,51 @@ BASELINE = """
 import sys, datasets
 from datasets.table import embed_table_storage
 ds = datasets.load_dataset("imagefolder", data_dir=sys.argv[1], cache_dir=sys.argv[2], split="train")
-if sys.argv[4] == "embed":
-    ds = ds.with_format("arrow").map(embed_table_storage, batched=True, batch_size=100,
-                                     num_proc=int(sys.argv[5]), cache_file_name=sys.argv[2] + "/embedded.arrow")
-    ds = ds.with_format(None)
-ds.to_parquet(sys.argv[3])
+ds = ds.with_format("arrow").map(embed_table_storage, batched=True, batch_size=100,
+                                 num_proc=int(sys.argv[4]), cache_file_name=sys.argv[2] + "/embedded.arrow")
+ds.with_format(None).to_parquet(sys.argv[3])
 print(len(ds), "rows")
 """
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", type=Path, default=Path("/tmp/hema-bench"), help="replica and outputs (~30 GB at full size)")
-    ap.add_argument("--images", type=int, default=sum(PUBLISHED_COUNTS.values()))
+    ap.add_argument("--root", type=Path, default=Path("/tmp/hema-bench"), help="inputs and outputs (~30 GB at full size)")
+    ap.add_argument("--source", choices=["replica", "real"], default="replica")
+    ap.add_argument("--images", type=int, default=sum(PUBLISHED_COUNTS.values()), help="replica size")
+    ap.add_argument("--repeats", type=int, default=1, help="paired runs; medians are reported")
     ap.add_argument("--num-proc", type=int, default=os.cpu_count())
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
-    replica = ensure_replica(args.root, args.images)
+    data = ensure_real_cells(args.root) if args.source == "real" else ensure_replica(args.root, args.images)
     work = args.root / "runs"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    results = {"images": sum(1 for _ in replica.glob("*/*.TIF")), "cpus": os.cpu_count(), "num_proc": args.num_proc}
     commands = {
-        "baseline": [sys.executable, "-c", BASELINE, str(replica), str(work / "hf-cache"),
-                     str(work / "out.parquet"), "paths", str(args.num_proc)],
-        "baseline-embed": [sys.executable, "-c", BASELINE, str(replica), str(work / "hf-cache"),
-                           str(work / "out.parquet"), "embed", str(args.num_proc)],
-        "build": [sys.executable, "hema_dataset.py", "build", "--data-dir", str(replica),
+        "baseline": [sys.executable, "-c", BASELINE, str(data), str(work / "hf-cache"), str(work / "out.parquet"),
+                     str(args.num_proc)],
+        "build": [sys.executable, "hema_dataset.py", "build", "--data-dir", str(data),
                   "--output-dir", str(work / "built"), "--num-proc", str(args.num_proc)],
     }
-    for name, cmd in commands.items():
-        results[name] = measure(cmd)
-        print(name, results[name], flush=True)
-        shutil.rmtree(work)  # each run starts on the same disk: no earlier output left to flush
-        work.mkdir()
-    for name in ("baseline", "baseline-embed"):
-        results[f"build_over_{name}"] = round(results["build"]["wall_s"] / results[name]["wall_s"], 2)
-    summary = {k: v for k, v in results.items() if not isinstance(v, dict)}
+    runs: dict[str, list[dict]] = {name: [] for name in commands}
+    for _ in range(args.repeats):
+        for name, cmd in commands.items():
+            shutil.rmtree(work, ignore_errors=True)  # each run starts on the same disk: no earlier output to flush
+            work.mkdir(parents=True)
+            runs[name].append(measure(cmd))
+            print(name, runs[name][-1], flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs["baseline"], runs["build"])]
+    summary = {
+        "source": args.source,
+        "images": sum(1 for _ in data.glob("*/*.TIF")),
+        "cpus": os.cpu_count(),
+        "repeats": args.repeats,
+        **{f"{name}_wall_s": statistics.median(r["wall_s"] for r in rs) for name, rs in runs.items()},
+        **{f"{name}_peak_memory_gb": statistics.median(r["peak_memory_gb"] for r in rs) for name, rs in runs.items()},
+        "build_over_baseline": round(statistics.median(ratios), 2),
+    }
     print(json.dumps(summary))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
+        args.json.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Publishing a build: run a builder, then lay out exactly what goes to the Hub, atomically.
+"""Publishing a build: catalog a raw folder, then lay out exactly what goes to the Hub, atomically.
 
-OUT ends up holding README.md (the card), data/<split>-<fingerprint>-NNNNN-of-NNNNN.parquet,
-class_distribution.png, dedup_report.csv, build_info.json (provenance: seed, fractions, versions,
-counts) and, when there are label conflicts, conflicting_pairs.png.
-Everything is written into a hidden sibling folder first and swapped in only when complete, so a
-failed or interrupted build leaves the previous OUT untouched.
+OUT ends up holding README.md (the card), data/<split>-<part>-<fingerprint>-NNNNN-of-NNNNN.parquet
+(hema.shards), class_distribution.png, dedup_report.csv, build_info.json (provenance: seed,
+fractions, versions, counts) and, when there are label conflicts, conflicting_pairs.png.
+Everything is written into a locked scratch folder beside OUT first and swapped in only when
+complete (hema.atomic), so a failed or killed build leaves the previous OUT untouched, and the next
+build removes what a killed one left.
 """
 
 from __future__ import annotations
@@ -12,24 +13,22 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import datasets
 
-from hema import __version__, card, figures
-from hema.catalog import Catalog
+from hema import __version__, atomic, card, figures
+from hema.catalog import Catalog, make_catalog
 from hema.dedup import DupPair
 from hema.errors import HemaError
 from hema.imaging import decode_rgb
 from hema.sample import SampleManifest
+from hema.shards import ConfigSplit, layout, write_shards
 from hema.splits import SPLITS
+from hema.views import DEFAULT_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +46,21 @@ class LabelledImage(Protocol):
 @dataclass(frozen=True)
 class BuildSummary:
     output_dir: Path
-    split_counts: dict[str, int]
+    config_rows: dict[str, dict[str, int]]  # config -> split -> rows
     duplicates: dict[str, int]
     skipped: int
     synthetic: bool
 
     def describe(self) -> str:
-        splits = " / ".join(f"{s} {self.split_counts[s]:,}" for s in SPLITS)
+        counts = self.config_rows[DEFAULT_CONFIG]
+        splits = " / ".join(f"{s} {counts.get(s, 0):,}" for s in SPLITS)
         kind = "images of the SYNTHETIC sample" if self.synthetic else "images"
+        configs = "; ".join(f"{name} {sum(rows.values()):,}" for name, rows in self.config_rows.items())
         lines = [
-            f"Built {sum(self.split_counts.values()):,} {kind} ({splits}) into {self.output_dir}",
+            f"Built {sum(counts.values()):,} {kind} ({splits}) into {self.output_dir}",
             f"  duplicate groups: {self.duplicates['exact_groups']} exact, {self.duplicates['near_groups']} near, "
             f"{self.duplicates['conflict_groups']} with a label conflict; {self.skipped} file(s) skipped",
-            "  configs: default, deduplicated, harmonised",
+            f"  configs (rows): {configs}",
             f"  load it: python -c \"from datasets import load_dataset; print(load_dataset('{self.output_dir}'))\"",
         ]
         return "\n".join(lines)
@@ -81,64 +82,63 @@ def is_build(folder: Path) -> bool:
 
 
 def publish(
-    builder: datasets.DatasetBuilder,
+    config: datasets.BuilderConfig,
+    info: datasets.DatasetInfo,
     output_dir: Path,
     *,
+    builder_id: str,
     num_proc: int | None = None,
-    max_shard_size: str = "500MB",
     synthetic: SampleManifest | None = None,
 ) -> BuildSummary:
-    """Prepare `builder` (whose `catalog` it fills) as Parquet and lay out OUT for publishing."""
+    """Catalog `config.data_dir` with the config's split parameters, write shards and card, swap OUT in.
+
+    `info` is the builder's DatasetInfo (features, citation); `builder_id` names it in build_info.json.
+    """
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.with_name(f".{output_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    # datasets leaves lock files beside the folder it prepares: prepare in a scratch folder, not OUT.
-    scratch = Path(tempfile.mkdtemp(prefix=".hema-prepare-", dir=output_dir.parent))
-    try:
-        staging.mkdir()
+    with atomic.scratch_dir(output_dir) as scratch:
         started = time.perf_counter()
-        builder.download_and_prepare(
-            output_dir=str(scratch / "parquet"),
-            file_format="parquet",
-            max_shard_size=max_shard_size,
-            num_proc=num_proc,
-            download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD,
+        catalog = make_catalog(
+            Path(config.data_dir), seed=config.seed, val_size=config.val_size, test_size=config.test_size,
+            strict=config.strict, num_proc=num_proc, spool=scratch / "images.spool",
         )
-        catalog: Catalog = builder.catalog
-        logger.info("prepared %d rows as Parquet in %.1f s", len(catalog.rows), time.perf_counter() - started)
-        shards = _move_shards(scratch / "parquet", staging / "data", builder.dataset_name, catalog.fingerprint())
+        staging = scratch / "out"
+        fingerprint = catalog.fingerprint()
+        shards = write_shards(catalog.rows, scratch / "images.spool", staging / "data", fingerprint, info.features)
+        (scratch / "images.spool").unlink()
+        configs = layout(shards)
+        logger.info("wrote %d rows into %d Parquet files in %.1f s", len(catalog.rows), len(shards), time.perf_counter() - started)
         write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)
-        info = build_info(catalog, builder, synthetic is not None)
-        (staging / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        duplicates = card.duplicate_summary(catalog)
+        provenance = build_info(catalog, builder_id, configs, duplicates, synthetic is not None)
+        atomic.write_text(staging / BUILD_INFO, json.dumps(provenance, indent=2) + "\n")
         figures.class_distribution(
             catalog.rows, staging / DISTRIBUTION_FIGURE,
             "MLL23 images per class and split" + (" (SYNTHETIC sample)" if synthetic else ""),
         )
         conflict_figure = _conflict_figure(catalog, staging / CONFLICT_FIGURE)
         card.render_card(
-            catalog, shards, builder.info, synthetic=synthetic, conflict_figure=conflict_figure
+            catalog, configs, info, duplicates, synthetic=synthetic, conflict_figure=conflict_figure
         ).save(staging / "README.md")
-        _swap_in(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        atomic.replace_dir(staging, output_dir, scratch)
     return BuildSummary(
         output_dir=output_dir,
-        split_counts=info["splits"],
-        duplicates=info["duplicates"],
+        config_rows=provenance["configs"],
+        duplicates=duplicates,
         skipped=len(catalog.skipped),
         synthetic=synthetic is not None,
     )
 
 
-def build_info(catalog: Catalog, builder: datasets.DatasetBuilder, synthetic: bool) -> dict:
+def build_info(
+    catalog: Catalog,
+    builder_id: str,
+    configs: dict[str, dict[str, ConfigSplit]],
+    duplicates: dict[str, int],
+    synthetic: bool,
+) -> dict:
     """What a build was made from and with: enough to reproduce it and to say so in a commit."""
-    counts = Counter(r.split for r in catalog.rows)
     return {
-        "builder": f"{type(builder).__name__} {builder.info.version}",
+        "builder": builder_id,
         "hema_version": __version__,
         "datasets_version": datasets.__version__,
         "fingerprint": catalog.fingerprint(),
@@ -147,8 +147,9 @@ def build_info(catalog: Catalog, builder: datasets.DatasetBuilder, synthetic: bo
         "test_size": catalog.test_size,
         "synthetic": synthetic,
         "images": len(catalog.rows),
-        "splits": {s: counts[s] for s in SPLITS},
-        "duplicates": card.duplicate_summary(catalog),
+        "splits": {s: c.rows for s, c in configs[DEFAULT_CONFIG].items()},
+        "configs": {name: {s: c.rows for s, c in splits.items()} for name, splits in configs.items()},
+        "duplicates": duplicates,
         "skipped_files": len(catalog.skipped),
     }
 
@@ -165,9 +166,12 @@ def set_repo_id(folder: Path, repo_id: str) -> None:
     """Point the card's loading snippets at `repo_id` (the card is rendered before anyone knows it)."""
     info = read_build_info(folder)
     readme = Path(folder) / "README.md"
-    text = readme.read_text().replace(f'"{info.get("repo_id", card.PLACEHOLDER_REPO_ID)}"', f'"{repo_id}"')
-    _write_atomic(readme, text)
-    _write_atomic(Path(folder) / BUILD_INFO, json.dumps({**info, "repo_id": repo_id}, indent=2) + "\n")
+    previous = info.get("repo_id", card.PLACEHOLDER_REPO_ID)
+    text = readme.read_text()
+    for quoted in ('"{}"', "hf://datasets/{}/"):  # the snippets name the repo in these two ways only
+        text = text.replace(quoted.format(previous), quoted.format(repo_id))
+    atomic.write_text(readme, text)
+    atomic.write_text(Path(folder) / BUILD_INFO, json.dumps({**info, "repo_id": repo_id}, indent=2) + "\n")
 
 
 def commit_message(info: dict) -> str:
@@ -177,35 +181,6 @@ def commit_message(info: dict) -> str:
         f"{source} build {info['fingerprint']}: {info['images']:,} images ({splits}), split seed {info['seed']}, "
         f"{info['builder']}, hema {info['hema_version']}"
     )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _move_shards(prepared: Path, data_dir: Path, dataset_name: str, fingerprint: str) -> dict[str, list[str]]:
-    """Rename the builder's shards to names that carry the build fingerprint.
-
-    The card lists these names explicitly: with globs, `datasets` may serve an older build of the
-    same folder from its cache; a new fingerprint is a new file list, hence a new cache entry.
-    """
-    data_dir.mkdir(parents=True)
-    shards: dict[str, list[str]] = {}
-    for split in SPLITS:
-        files = sorted(prepared.glob(f"{dataset_name}-{split}.parquet")) or sorted(
-            prepared.glob(f"{dataset_name}-{split}-*.parquet")
-        )
-        if not files:
-            raise HemaError(f"the build produced no rows for the {split} split: too few usable images")
-        names = []
-        for i, f in enumerate(files):
-            name = f"{split}-{fingerprint}-{i:05d}-of-{len(files):05d}.parquet"
-            f.rename(data_dir / name)
-            names.append(f"data/{name}")
-        shards[split] = names
-    return shards
 
 
 def write_dedup_report(pairs: Sequence[DupPair], images: Sequence[LabelledImage], path: Path) -> None:
@@ -235,13 +210,3 @@ def _conflict_figure(catalog: Catalog, path: Path) -> str | None:
     ]
     figures.image_pairs(shown, path, f"Duplicates with conflicting labels ({len(conflicts)} pairs)")
     return path.name
-
-
-def _swap_in(staging: Path, output_dir: Path) -> None:
-    if output_dir.exists():
-        old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
-        output_dir.rename(old)
-        staging.rename(output_dir)
-        shutil.rmtree(old)
-    else:
-        staging.rename(output_dir)

@@ -15,12 +15,16 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from hema.catalog import Catalog, CatalogRow
 from hema.sample import SampleManifest
+from hema.shards import ConfigSplit
 from hema.splits import SPLITS
 from hema.taxonomy import CELL_CLASSES, HARMONISED, LINEAGE
-from hema.views import VIEWS
+from hema.views import DEFAULT_CONFIG, SELECTING_VIEWS, VIEWS, View
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "dataset_card" / "README.md.jinja"
 PLACEHOLDER_REPO_ID = "ORG/mll23"
+#: The oldest datasets release that loads a build (explicit data_files per config, no filters),
+#: loading and streaming; checked by tests/test_clients.py.
+MIN_DATASETS_VERSION = "3.1"
 PRETTY_NAME = "MLL23: peripheral blood single-cell images (18 classes)"
 TAGS = ["biology", "medical", "hematology", "microscopy", "blood-cells", "cytomorphology", "leukemia"]
 
@@ -32,38 +36,28 @@ def size_category(n: int) -> str:
     return next((name for bound, name in _SIZE_CATEGORIES if n < bound), "1M<n<10M")
 
 
-def view_split_counts(catalog: Catalog) -> dict[str, Counter]:
-    """Rows per split in each published config."""
-    return {v.name: Counter(r.split for r in catalog.rows if v.keeps(r)) for v in VIEWS.values()}
-
-
 def card_data(
     catalog: Catalog,
-    shards: dict[str, list[str]],
+    configs: dict[str, dict[str, ConfigSplit]],
     info: datasets.DatasetInfo,
-    view_counts: dict[str, Counter],
     *,
     synthetic: bool,
 ) -> DatasetCardData:
-    """The YAML header: Hub metadata, one `configs` entry per view (explicit shard names), infos."""
-    configs = []
+    """The YAML header: Hub metadata, one `configs` entry per view naming its whole files, infos."""
+    entries = []
     infos = {}
     for view in VIEWS.values():
+        splits = configs[view.name]
         entry = {
             "config_name": view.name,
-            "data_files": [{"split": s, "path": list(shards[s])} for s in SPLITS],
+            "data_files": [{"split": s, "path": list(c.paths)} for s, c in splits.items()],
         }
-        if view.filters:
-            entry["filters"] = [list(f) for f in view.filters]
-        else:
+        if view.name == DEFAULT_CONFIG:
             entry["default"] = True
-        configs.append(entry)
-        counts = view_counts[view.name]
+        entries.append(entry)
         split_dict = datasets.SplitDict()
-        for s in SPLITS:
-            full = info.splits[s] if info.splits and s in info.splits else None
-            num_bytes = full.num_bytes if (full is not None and not view.filters) else 0
-            split_dict.add(datasets.SplitInfo(name=s, num_bytes=num_bytes, num_examples=counts[s]))
+        for s, c in splits.items():
+            split_dict.add(datasets.SplitInfo(name=s, num_bytes=c.num_bytes, num_examples=c.rows))
         infos[view.name] = datasets.DatasetInfo(features=info.features, splits=split_dict)
     data = DatasetCardData(
         license="cc-by-4.0",
@@ -74,7 +68,7 @@ def card_data(
         language=["en"],
         annotations_creators=["machine-generated" if synthetic else "expert-generated"],
         source_datasets=["original"],
-        configs=configs,
+        configs=entries,
     )
     DatasetInfosDict(infos).to_dataset_card_data(data)
     return data
@@ -82,16 +76,16 @@ def card_data(
 
 def render_card(
     catalog: Catalog,
-    shards: dict[str, list[str]],
+    configs: dict[str, dict[str, ConfigSplit]],
     info: datasets.DatasetInfo,
+    duplicates: dict[str, int],
     *,
     synthetic: SampleManifest | None = None,
     conflict_figure: str | None = None,
     repo_id: str = PLACEHOLDER_REPO_ID,
 ) -> DatasetCard:
     """The full card; `synthetic` is the sample's manifest when the source is the synthetic sample."""
-    view_counts = view_split_counts(catalog)
-    data = card_data(catalog, shards, info, view_counts, synthetic=synthetic is not None)
+    data = card_data(catalog, configs, info, synthetic=synthetic is not None)
     per_class = {c: Counter() for c in CELL_CLASSES}
     for r in catalog.rows:
         per_class[r.cell_class][r.split] += 1
@@ -108,8 +102,14 @@ def render_card(
     present = [r for r in class_rows if r["total"]]
     totals = {s: sum(r[s] for r in class_rows) for s in (*SPLITS, "total")}
     config_rows = [
-        {"name": name, "rule": VIEWS[name].rule, **{s: counts[s] for s in SPLITS}}
-        for name, counts in view_counts.items()
+        {
+            "name": name,
+            "rule": VIEWS[name].rule,
+            "label_column": VIEWS[name].label_column,
+            "glob": _glob(VIEWS[name]),
+            **{s: splits[s].rows if s in splits else 0 for s in SPLITS},
+        }
+        for name, splits in configs.items()
     ]
     return DatasetCard.from_template(
         data,
@@ -124,16 +124,27 @@ def render_card(
         test_pct=round(100 * catalog.test_size),
         class_names=", ".join(CELL_CLASSES),
         config_rows=config_rows,
+        first_file=next(iter(configs[DEFAULT_CONFIG].values())).paths[0],
         class_rows=class_rows,
         totals=totals,
         largest=_named(max(present, key=lambda r: r["total"])),
         smallest=_named(min(present, key=lambda r: r["total"])),
         missing_classes=catalog.missing_classes,
-        dups=duplicate_summary(catalog),
+        dups=duplicates,
+        min_datasets=MIN_DATASETS_VERSION,
         conflict_figure=conflict_figure,
         skipped=catalog.skipped,
         citation=info.citation,
     )
+
+
+def _glob(view: View) -> str:
+    """The file pattern of a config's train split, for clients that read files (polars, DuckDB)."""
+    if view.keeps is None:
+        return "data/train-*.parquet"
+    position = SELECTING_VIEWS.index(view)
+    infix = "-".join(v.tags[0] if i == position else "*" for i, v in enumerate(SELECTING_VIEWS))
+    return f"data/train-{infix}-*.parquet".replace("*-*", "*")
 
 
 def _named(row: dict) -> dict:

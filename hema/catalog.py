@@ -1,12 +1,16 @@
 """The catalog: every image of a raw folder with its metadata, before any Parquet is written.
 
 Each image is read and decoded exactly once, in parallel (`num_proc` processes); what comes back is a
-small record (fingerprints, whether the original bytes can be published). Dedup and splits then work
-on these records only, so memory stays bounded by the record size, not by the pixels.
+small record (fingerprints, the name its stored image gets). When a spool file is given, the bytes
+the dataset stores for each image (hema.imaging.stored_bytes) are appended to it in the same pass,
+so a build never decodes an image twice. Dedup and splits then work on the records only, so memory
+stays bounded by the record size, not by the pixels.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -20,14 +24,14 @@ from tqdm.auto import tqdm
 
 from hema import dedup
 from hema.errors import HemaError
-from hema.imaging import BadImageError, decode_rgb, phash_hex
+from hema.imaging import BadImageError, decode_rgb, phash_hex, stored_bytes, stored_name
 from hema.scan import ImageEntry, scan_class_folders
 from hema.splits import SPLITS, assign_splits, check_fractions
 from hema.taxonomy import CELL_CLASSES, class_id, harmonised_id
 
 logger = logging.getLogger(__name__)
 
-CATALOG_VERSION = 1  # bump when what a row means changes: it is part of the build fingerprint
+CATALOG_VERSION = 2  # bump when what a row means changes: it is part of the build fingerprint
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ class CatalogRow:
     image_id: str
     path: Path
     label: int
-    keep_bytes: bool
+    stored_name: str  # file name of the stored image: the source's, or re-encoded as WebP
+    stored_at: tuple[int, int] | None  # (offset, length) of the stored bytes in the build's spool
     pixel_sha256: str
     phash: str
     dup_group: int
@@ -83,15 +88,17 @@ class Catalog:
         return h.hexdigest()[:10]
 
 
-def _decode_one(path: Path) -> tuple[bool, dedup.Fingerprint] | str:
-    """Worker: decode one file; a string is the reason it cannot be used."""
+def _decode_one(path: Path, spooling: bool) -> tuple[str, bytes | None, dedup.Fingerprint] | str:
+    """Worker: decode one file (and make its stored bytes when `spooling`); a string is the reason it cannot be used."""
     try:
-        decoded = decode_rgb(path.read_bytes())
+        data = path.read_bytes()
+        decoded = decode_rgb(data)
     except BadImageError as exc:
         return str(exc)
     except OSError as exc:
         return f"cannot read file ({exc.strerror or exc})"
-    return decoded.keep_bytes, dedup.fingerprint(decoded.rgb)
+    stored = stored_bytes(data, decoded) if spooling else None
+    return stored_name(path.name, decoded), stored, dedup.fingerprint(decoded.rgb)
 
 
 @dataclass
@@ -99,33 +106,42 @@ class DecodedFolder:
     """The usable images of a scan, in scan order, with what their decoding produced."""
 
     entries: list[ImageEntry]
-    keep_bytes: list[bool]
+    stored_names: list[str]
+    stored_at: list[tuple[int, int] | None]
     prints: list[dedup.Fingerprint]
     skipped: list[SkippedFile]
 
 
-def decode_entries(entries: list[ImageEntry], *, num_proc: int | None, strict: bool) -> DecodedFolder:
+def decode_entries(
+    entries: list[ImageEntry], *, num_proc: int | None, strict: bool, spool: Path | None = None
+) -> DecodedFolder:
     """Decode every entry once (in `num_proc` processes, all cores by default), with a progress bar.
 
+    With `spool`, each usable image's stored bytes are appended to that file (see `stored_at`).
     Unusable files are logged and skipped, or with `strict` raise HemaError naming them.
     """
     paths = [e.path for e in entries]
     procs = max(1, min(num_proc or os.cpu_count() or 1, len(paths)))
     progress = dict(total=len(paths), desc="Decoding images", unit=" images")
-    if procs == 1:
-        results = [_decode_one(p) for p in tqdm(paths, **progress)]
-    else:
-        with multiprocessing.get_context("fork").Pool(procs) as pool:
-            chunk = max(1, min(64, len(paths) // (procs * 8)))
-            results = list(tqdm(pool.imap(_decode_one, paths, chunksize=chunk), **progress))
-    decoded = DecodedFolder([], [], [], [])
-    for entry, result in zip(entries, results):
-        if isinstance(result, str):
-            decoded.skipped.append(SkippedFile(entry.image_id, result))
+    decoded = DecodedFolder([], [], [], [], [])
+    work = functools.partial(_decode_one, spooling=spool is not None)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(spool, "wb")) if spool is not None else None
+        if procs == 1:
+            results = map(work, paths)
         else:
+            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(procs))
+            chunk = max(1, min(64, len(paths) // (procs * 8)))
+            results = pool.imap(work, paths, chunksize=chunk)
+        for entry, result in zip(entries, tqdm(results, **progress)):
+            if isinstance(result, str):
+                decoded.skipped.append(SkippedFile(entry.image_id, result))
+                continue
+            name, data, fingerprint = result
             decoded.entries.append(entry)
-            decoded.keep_bytes.append(result[0])
-            decoded.prints.append(result[1])
+            decoded.stored_names.append(name)
+            decoded.prints.append(fingerprint)
+            decoded.stored_at.append((out.tell(), out.write(data)) if out is not None else None)
     if decoded.skipped and strict:
         listed = "; ".join(f"{s.image_id}: {s.reason}" for s in decoded.skipped[:5])
         more = f" and {len(decoded.skipped) - 5} more" if len(decoded.skipped) > 5 else ""
@@ -143,12 +159,16 @@ def make_catalog(
     test_size: float = 0.15,
     strict: bool = False,
     num_proc: int | None = None,
+    spool: Path | None = None,
 ) -> Catalog:
-    """Scan, decode, deduplicate and split a raw MLL23 folder; raise HemaError on bad input."""
+    """Scan, decode, deduplicate and split a raw MLL23 folder; raise HemaError on bad input.
+
+    With `spool`, the stored bytes of every image are written there (CatalogRow.stored_at).
+    """
     check_fractions(val_size, test_size)
     started = time.perf_counter()
     scan = scan_class_folders(Path(data_dir))
-    decoded = decode_entries(scan.entries, num_proc=num_proc, strict=strict)
+    decoded = decode_entries(scan.entries, num_proc=num_proc, strict=strict, spool=spool)
     if not decoded.entries:
         raise HemaError(f"no decodable images under {data_dir}")
     logger.info("decoded %d images in %.1f s", len(decoded.entries), time.perf_counter() - started)
@@ -169,7 +189,8 @@ def make_catalog(
             image_id=entry.image_id,
             path=entry.path,
             label=int(labels[i]),
-            keep_bytes=keep,
+            stored_name=name,
+            stored_at=at,
             pixel_sha256=fp.pixel_sha256,
             phash=phash_hex(fp.phash),
             dup_group=int(groups[i]),
@@ -179,7 +200,9 @@ def make_catalog(
             dup_representative=bool(representative[i]),
             split=SPLITS[split[i]],
         )
-        for i, (entry, keep, fp) in enumerate(zip(decoded.entries, decoded.keep_bytes, decoded.prints))
+        for i, (entry, name, at, fp) in enumerate(
+            zip(decoded.entries, decoded.stored_names, decoded.stored_at, decoded.prints)
+        )
     ]
     return Catalog(
         rows=rows,

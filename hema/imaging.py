@@ -1,8 +1,10 @@
 """Decoding cell images to RGB, and the per-image fingerprints the dataset publishes.
 
-Every stored image decodes to exactly the pixels whose SHA-256 is published: RGB files keep their
-original bytes, anything else (L, LA, P, RGBA, CMYK, 16-bit) is converted once here and re-encoded
-losslessly as PNG.
+Every stored image decodes to exactly the pixels whose SHA-256 is published. RGB files already in a
+compact format that PIL, torchvision.io.decode_image and browsers all read (JPEG, PNG, WebP) keep
+their original bytes; everything else (the scanners' uncompressed TIFF, and L, LA, P, RGBA, CMYK or
+16-bit images, converted to RGB first) is stored as lossless WebP, which measured smaller and faster
+to encode and decode than PNG on real cells (bench/image_format_bench.py, README).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from PIL import Image, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = None
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+#: Formats published as they are (when RGB): compact, and decoded by PIL, torchvision and browsers.
+KEPT_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+STORED_FORMAT = "WEBP"  # what every other image is re-encoded to, losslessly
+STORED_SUFFIX = ".webp"
 
 
 class BadImageError(ValueError):
@@ -29,7 +35,7 @@ class BadImageError(ValueError):
 @dataclass(frozen=True)
 class DecodedImage:
     rgb: np.ndarray  # H x W x 3, uint8, C-contiguous
-    keep_bytes: bool  # the original file decodes to exactly `rgb` and can be published as is
+    keep_bytes: bool  # the original file is RGB in a KEPT_FORMATS format: published as is
 
 
 def decode_rgb(data: bytes) -> DecodedImage:
@@ -41,13 +47,13 @@ def decode_rgb(data: bytes) -> DecodedImage:
             warnings.simplefilter("ignore")  # PIL warns on odd TIFF tags; the pixels are what matter
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
-                mode = im.mode
+                mode, fmt = im.mode, im.format
                 rgb = _to_rgb(im)
     except UnidentifiedImageError:
         raise BadImageError("not an image") from None
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncation and corruption so
         raise BadImageError(f"unreadable image ({exc})") from None
-    return DecodedImage(rgb=np.ascontiguousarray(rgb), keep_bytes=mode == "RGB")
+    return DecodedImage(rgb=np.ascontiguousarray(rgb), keep_bytes=mode == "RGB" and fmt in KEPT_FORMATS)
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
@@ -60,11 +66,21 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Lossless encoding for images whose original bytes cannot be published as RGB."""
+def encode_stored(rgb: np.ndarray) -> bytes:
+    """Lossless WebP at the fastest effort: on real cells 0.30x the TIFF's bytes, ~3 ms per cell."""
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(rgb).save(buf, format=STORED_FORMAT, lossless=True, quality=0, method=0)
     return buf.getvalue()
+
+
+def stored_bytes(data: bytes, decoded: DecodedImage) -> bytes:
+    """What the dataset stores for a file with bytes `data` that decoded to `decoded`."""
+    return data if decoded.keep_bytes else encode_stored(decoded.rgb)
+
+
+def stored_name(file_name: str, decoded: DecodedImage) -> str:
+    """The file name that goes with the stored bytes (the image cell's `path`)."""
+    return file_name if decoded.keep_bytes else f"{file_name.rsplit('.', 1)[0]}{STORED_SUFFIX}"
 
 
 def pixel_sha256(rgb: np.ndarray) -> str:

@@ -1,44 +1,70 @@
-"""The published configs: row filters over one physical copy of the images.
+"""The published configs, and the file parts that let each config be a union of whole files.
 
-The same filters serve the builder (`MLL23(config_name=...)`) and the card's `configs` YAML, where
-the Parquet builder applies them (`filters`, DNF syntax of pyarrow), so both views always agree.
+A config (view) keeps the rows for which its rule holds. Rows are written into parts: one per
+combination of the rules of the selecting views (representative or not, harmonised or not), so
+that every config is exactly the union of the parts it keeps. The card's `configs` then name
+whole files in `data_files` and need no `filters`, which the Hub's dataset viewer, datasets < 3.2,
+pyarrow, polars, DuckDB and timm ignore: every client sees the same rows.
 """
 
 from __future__ import annotations
 
-import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
-_OPS = {"==": operator.eq, ">=": operator.ge}
+#: The part a row is written to: whether each of SELECTING_VIEWS keeps it, in that order.
+Part = tuple[bool, ...]
 
 
 @dataclass(frozen=True)
 class View:
     name: str
-    filters: tuple[tuple[str, str, object], ...]
     rule: str  # what the view keeps, in words, for the card
     description: str
+    label_column: str  # the ClassLabel column a model trained on this config predicts
+    keeps: Callable[[object], bool] | None = None  # None: every row
+    tags: tuple[str, str] = ("", "")  # file-name tag of the rows it keeps / leaves out
 
-    def keeps(self, row: object) -> bool:
-        """Whether a row (any object with the column attributes) passes the filters."""
-        return all(_OPS[op](getattr(row, col), value) for col, op, value in self.filters)
+    def keeps_row(self, row: object) -> bool:
+        return self.keeps is None or bool(self.keeps(row))
 
+
+DEFAULT_CONFIG = "default"
 
 VIEWS: dict[str, View] = {
     v.name: v
     for v in (
-        View("default", (), "every image", "Every image."),
+        View(DEFAULT_CONFIG, "every image", "Every image.", "label"),
         View(
             "deduplicated",
-            (("dup_representative", "==", True),),
             "one per duplicate group, conflicting groups dropped",
             "One image per duplicate group; groups whose labels conflict are dropped.",
+            "label",
+            keeps=lambda row: row.dup_representative,
+            tags=("dedup", "dupes"),
         ),
         View(
             "harmonised",
-            (("harmonised_label", ">=", 0),),
-            "the 11 classes shared with Matek19 and Acevedo20",
-            "The 11 classes shared with Matek19 and Acevedo20 (harmonised_label).",
+            "the classes shared by MLL23, Matek19 and Acevedo20",
+            "The 11 classes shared by MLL23, Matek19 and Acevedo20 (harmonised_label).",
+            "harmonised_label",
+            keeps=lambda row: row.harmonised_label >= 0,
+            tags=("harmonised", "other"),
         ),
     )
 }
+
+SELECTING_VIEWS: tuple[View, ...] = tuple(v for v in VIEWS.values() if v.keeps is not None)
+
+
+def part_of(row: object) -> Part:
+    return tuple(v.keeps_row(row) for v in SELECTING_VIEWS)
+
+
+def part_name(part: Part) -> str:
+    """e.g. "dedup-harmonised": the file-name infix, so globs like `train-dedup-*` select a config."""
+    return "-".join(v.tags[0] if kept else v.tags[1] for v, kept in zip(SELECTING_VIEWS, part))
+
+
+def keeps_part(view: View, part: Part) -> bool:
+    return view.keeps is None or part[SELECTING_VIEWS.index(view)]

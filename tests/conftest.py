@@ -11,7 +11,20 @@ the machine), and its whole output can be scanned for the token.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+
+# Hermetic: the suite behaves the same whatever the caller's Hugging Face settings (HF_HUB_OFFLINE,
+# HF_TOKEN, HF_HOME, HF_ENDPOINT, ...) and hema cache. huggingface_hub, datasets and transformers
+# read them once, at import, so they are replaced here, before any test module imports those.
+for _name in [n for n in os.environ if n.startswith(("HF_", "HUGGING_FACE_", "HUGGINGFACE_", "TRANSFORMERS_"))]:
+    del os.environ[_name]
+_SESSION_HOME = tempfile.mkdtemp(prefix="hema-tests-")
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = os.path.join(_SESSION_HOME, "hf")  # no login, cache or token of the machine
+os.environ["HEMA_CACHE"] = os.path.join(_SESSION_HOME, "hema")
 
 # Idle OpenMP threads must sleep, not spin: on 2 shared cores spinning makes torch steps 10-20x slower.
 # Set before any test module imports torch (train_vit.py does the same for its own runs).
