@@ -25,17 +25,28 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hema.imaging import encode_stored  # noqa: E402
 from hema.sample import draw_sample  # noqa: E402
 
 ACEVEDO = REPO.parent / "shared" / "data" / "acevedo20_sample"
 SIDE = 288
 
+def _pil(**options):
+    def encode(rgb: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, **options)
+        return buf.getvalue()
+
+    return encode
+
+
 CANDIDATES = {
-    "TIFF (source)": dict(format="TIFF"),
-    "PNG level 1": dict(format="PNG", compress_level=1),
-    "PNG level 6": dict(format="PNG", compress_level=6),
-    "WebP lossless m0": dict(format="WEBP", lossless=True, method=0, quality=0),
-    "WebP lossless m4": dict(format="WEBP", lossless=True, method=4, quality=50),
+    "TIFF (source)": _pil(format="TIFF"),
+    "PNG, PIL level 1": _pil(format="PNG", compress_level=1),
+    "PNG, PIL level 6": _pil(format="PNG", compress_level=6),
+    "PNG, Up filter + zlib-ng level 2 (hema)": encode_stored,
+    "WebP lossless, method 0": _pil(format="WEBP", lossless=True, method=0, quality=0),
+    "WebP lossless, method 4": _pil(format="WEBP", lossless=True, method=4, quality=50),
 }
 
 
@@ -59,14 +70,12 @@ def measure(cells: list[np.ndarray]) -> dict[str, tuple[float, float, float]]:
     """Per candidate: stored bytes / TIFF bytes, median encode ms, median decode ms."""
     out = {}
     tiff_bytes = None
-    for name, options in CANDIDATES.items():
+    for name, encode in CANDIDATES.items():
         sizes, enc, dec = [], [], []
         for rgb in cells:
-            buf = io.BytesIO()
             t0 = time.perf_counter()
-            Image.fromarray(rgb).save(buf, **options)
+            data = encode(rgb)
             t1 = time.perf_counter()
-            data = buf.getvalue()
             t2 = time.perf_counter()
             decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
             t3 = time.perf_counter()

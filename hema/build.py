@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import multiprocessing
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,28 +99,30 @@ def publish(
     output_dir = Path(output_dir)
     with atomic.scratch_dir(output_dir) as scratch:
         started = time.perf_counter()
+        spool = scratch / "spool"
+        spool.mkdir()
         catalog = make_catalog(
             Path(config.data_dir), seed=config.seed, val_size=config.val_size, test_size=config.test_size,
-            strict=config.strict, num_proc=num_proc, spool=scratch / "images.spool",
+            strict=config.strict, num_proc=num_proc, spool=spool,
         )
         staging = scratch / "out"
-        fingerprint = catalog.fingerprint()
-        shards = write_shards(catalog.rows, scratch / "images.spool", staging / "data", fingerprint, info.features)
-        (scratch / "images.spool").unlink()
+        staging.mkdir()
+        conflict_figure = CONFLICT_FIGURE if _conflicting_pairs(catalog) else None
+        drawing = _draw_figures_in_background(catalog, staging, synthetic is not None)
+        shards = write_shards(catalog.rows, spool, staging / "data", catalog.fingerprint(), info.features)
+        shutil.rmtree(spool)
         configs = layout(shards)
         logger.info("wrote %d rows into %d Parquet files in %.1f s", len(catalog.rows), len(shards), time.perf_counter() - started)
         write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)
         duplicates = card.duplicate_summary(catalog)
         provenance = build_info(catalog, builder_id, configs, duplicates, synthetic is not None)
         atomic.write_text(staging / BUILD_INFO, json.dumps(provenance, indent=2) + "\n")
-        figures.class_distribution(
-            catalog.rows, staging / DISTRIBUTION_FIGURE,
-            "MLL23 images per class and split" + (" (SYNTHETIC sample)" if synthetic else ""),
-        )
-        conflict_figure = _conflict_figure(catalog, staging / CONFLICT_FIGURE)
         card.render_card(
             catalog, configs, info, duplicates, synthetic=synthetic, conflict_figure=conflict_figure
         ).save(staging / "README.md")
+        drawing.join()
+        if drawing.exitcode != 0:
+            raise HemaError(f"drawing the build's figures failed (exit status {drawing.exitcode}; see above)")
         atomic.replace_dir(staging, output_dir, scratch)
     return BuildSummary(
         output_dir=output_dir,
@@ -194,19 +198,31 @@ def write_dedup_report(pairs: Sequence[DupPair], images: Sequence[LabelledImage]
             out.writerow([a.image_id, a.cell_class, b.image_id, b.cell_class, p.kind, f"{p.score:.4f}", *p.shift, p.transform])
 
 
-def _conflict_figure(catalog: Catalog, path: Path) -> str | None:
-    """Conflicting pairs side by side with both labels; None when there are none."""
-    rows = catalog.rows
-    conflicts = [p for p in catalog.pairs if rows[p.a].label != rows[p.b].label]
-    if not conflicts:
-        return None
-    shown = [
-        (
-            decode_rgb(rows[p.a].path.read_bytes()).rgb,
-            decode_rgb(rows[p.b].path.read_bytes()).rgb,
-            f"{rows[p.a].image_id} | {rows[p.b].image_id}",
-        )
-        for p in conflicts[:8]
-    ]
-    figures.image_pairs(shown, path, f"Duplicates with conflicting labels ({len(conflicts)} pairs)")
-    return path.name
+def _conflicting_pairs(catalog: Catalog) -> list[DupPair]:
+    return [p for p in catalog.pairs if catalog.rows[p.a].label != catalog.rows[p.b].label]
+
+
+def _draw_figures_in_background(catalog: Catalog, folder: Path, synthetic: bool) -> multiprocessing.process.BaseProcess:
+    """Draw the card's figures into `folder` in a forked process, while this one writes Parquet."""
+    drawing = multiprocessing.get_context("fork").Process(target=_draw_figures, args=(catalog, folder, synthetic))
+    drawing.start()
+    return drawing
+
+
+def _draw_figures(catalog: Catalog, folder: Path, synthetic: bool) -> None:
+    figures.class_distribution(
+        catalog.rows, folder / DISTRIBUTION_FIGURE,
+        "MLL23 images per class and split" + (" (SYNTHETIC sample)" if synthetic else ""),
+    )
+    conflicts = _conflicting_pairs(catalog)
+    if conflicts:  # side by side with both labels
+        rows = catalog.rows
+        shown = [
+            (
+                decode_rgb(rows[p.a].path.read_bytes()).rgb,
+                decode_rgb(rows[p.b].path.read_bytes()).rgb,
+                f"{rows[p.a].image_id} | {rows[p.b].image_id}",
+            )
+            for p in conflicts[:8]
+        ]
+        figures.image_pairs(shown, folder / CONFLICT_FIGURE, f"Duplicates with conflicting labels ({len(conflicts)} pairs)")

@@ -1,9 +1,9 @@
 """The catalog: every image of a raw folder with its metadata, before any Parquet is written.
 
 Each image is read and decoded exactly once, in parallel (`num_proc` processes); what comes back is a
-small record (fingerprints, the name its stored image gets). When a spool file is given, the bytes
-the dataset stores for each image (hema.imaging.stored_bytes) are appended to it in the same pass,
-so a build never decodes an image twice. Dedup and splits then work on the records only, so memory
+small record (fingerprints, the name its stored image gets). When a spool folder is given, the
+workers append the bytes the dataset stores for each image (hema.imaging.stored_bytes) to spool files
+there in the same pass, so a build never decodes an image twice. Dedup and splits then work on the records only, so memory
 stays bounded by the record size, not by the pixels.
 """
 
@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -47,8 +48,8 @@ class CatalogRow:
     image_id: str
     path: Path
     label: int
-    stored_name: str  # file name of the stored image: the source's, or re-encoded as WebP
-    stored_at: tuple[int, int] | None  # (offset, length) of the stored bytes in the build's spool
+    stored_name: str  # file name of the stored image: the source's, or re-encoded as PNG
+    stored_at: "StoredAt | None"  # where the stored bytes are in the build's spool folder
     pixel_sha256: str
     phash: str
     dup_group: int
@@ -88,8 +89,24 @@ class Catalog:
         return h.hexdigest()[:10]
 
 
-def _decode_one(path: Path, spooling: bool) -> tuple[str, bytes | None, dedup.Fingerprint] | str:
-    """Worker: decode one file (and make its stored bytes when `spooling`); a string is the reason it cannot be used."""
+#: Where a row's stored bytes are: (spool file name in the spool folder, offset, length).
+StoredAt = tuple[str, int, int]
+
+_spool_files: dict[Path, BinaryIO] = {}  # this process's own spool file, per spool folder
+
+
+def _spool(folder: Path, data: bytes) -> StoredAt:
+    """Append `data` to this process's spool file in `folder` (unbuffered: a worker may be terminated)."""
+    out = _spool_files.get(folder)
+    if out is None:
+        out = _spool_files[folder] = open(folder / f"{os.getpid()}.spool", "ab", buffering=0)
+    offset = out.tell()
+    out.write(data)
+    return out.name.rsplit("/", 1)[-1], offset, len(data)
+
+
+def _decode_one(path: Path, spool: Path | None) -> tuple[str, StoredAt | None, dedup.Fingerprint] | str:
+    """Worker: decode one file (spooling its stored bytes); a string is the reason it cannot be used."""
     try:
         data = path.read_bytes()
         decoded = decode_rgb(data)
@@ -97,8 +114,8 @@ def _decode_one(path: Path, spooling: bool) -> tuple[str, bytes | None, dedup.Fi
         return str(exc)
     except OSError as exc:
         return f"cannot read file ({exc.strerror or exc})"
-    stored = stored_bytes(data, decoded) if spooling else None
-    return stored_name(path.name, decoded), stored, dedup.fingerprint(decoded.rgb)
+    at = _spool(spool, stored_bytes(data, decoded)) if spool is not None else None
+    return stored_name(path.name, decoded), at, dedup.fingerprint(decoded.rgb)
 
 
 @dataclass
@@ -107,7 +124,7 @@ class DecodedFolder:
 
     entries: list[ImageEntry]
     stored_names: list[str]
-    stored_at: list[tuple[int, int] | None]
+    stored_at: list[StoredAt | None]
     prints: list[dedup.Fingerprint]
     skipped: list[SkippedFile]
 
@@ -117,18 +134,19 @@ def decode_entries(
 ) -> DecodedFolder:
     """Decode every entry once (in `num_proc` processes, all cores by default), with a progress bar.
 
-    With `spool`, each usable image's stored bytes are appended to that file (see `stored_at`).
+    With `spool` (a folder), the workers write each usable image's stored bytes into spool files
+    there themselves (see `stored_at`): the bytes never pass through this process.
     Unusable files are logged and skipped, or with `strict` raise HemaError naming them.
     """
     paths = [e.path for e in entries]
     procs = max(1, min(num_proc or os.cpu_count() or 1, len(paths)))
     progress = dict(total=len(paths), desc="Decoding images", unit=" images")
     decoded = DecodedFolder([], [], [], [], [])
-    work = functools.partial(_decode_one, spooling=spool is not None)
+    work = functools.partial(_decode_one, spool=spool)
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(open(spool, "wb")) if spool is not None else None
         if procs == 1:
             results = map(work, paths)
+            stack.callback(lambda: _spool_files.pop(spool).close() if spool in _spool_files else None)
         else:
             pool = stack.enter_context(multiprocessing.get_context("fork").Pool(procs))
             chunk = max(1, min(64, len(paths) // (procs * 8)))
@@ -137,11 +155,11 @@ def decode_entries(
             if isinstance(result, str):
                 decoded.skipped.append(SkippedFile(entry.image_id, result))
                 continue
-            name, data, fingerprint = result
+            name, at, fingerprint = result
             decoded.entries.append(entry)
             decoded.stored_names.append(name)
+            decoded.stored_at.append(at)
             decoded.prints.append(fingerprint)
-            decoded.stored_at.append((out.tell(), out.write(data)) if out is not None else None)
     if decoded.skipped and strict:
         listed = "; ".join(f"{s.image_id}: {s.reason}" for s in decoded.skipped[:5])
         more = f" and {len(decoded.skipped) - 5} more" if len(decoded.skipped) > 5 else ""
@@ -163,7 +181,7 @@ def make_catalog(
 ) -> Catalog:
     """Scan, decode, deduplicate and split a raw MLL23 folder; raise HemaError on bad input.
 
-    With `spool`, the stored bytes of every image are written there (CatalogRow.stored_at).
+    With `spool` (a folder), the stored bytes of every image are written there (CatalogRow.stored_at).
     """
     check_fractions(val_size, test_size)
     started = time.perf_counter()

@@ -1,4 +1,8 @@
-"""Figures published next to the dataset card (matplotlib, no display needed)."""
+"""Every figure hema publishes: beside the dataset card and beside the model card.
+
+matplotlib (Agg, no display) is imported on first use, not with this module: a build draws its
+figures in a child process while it writes Parquet, and the main process never needs it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from hema.splits import SPLITS  # noqa: E402
-from hema.taxonomy import CELL_CLASSES  # noqa: E402
+from hema.splits import SPLITS
+from hema.taxonomy import CELL_CLASSES
 
 SPLIT_COLOURS = {"train": "#4C72B0", "validation": "#DD8452", "test": "#55A868"}
 
@@ -26,6 +26,7 @@ def class_distribution(rows: Sequence[object], path: Path, title: str) -> None:
     counts = Counter((r.cell_class, r.split) for r in rows)
     totals = {c: sum(counts[c, s] for s in SPLITS) for c in CELL_CLASSES}
     order = sorted(CELL_CLASSES, key=lambda c: (totals[c], c))
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 6.5), dpi=110)
     left = np.zeros(len(order))
     for split in SPLITS:
@@ -48,6 +49,7 @@ def image_pairs(
 ) -> None:
     """Side-by-side pairs of images, each pair captioned (e.g. both labels of a conflicting duplicate)."""
     shown = list(pairs)[:max_pairs]
+    plt = _pyplot()
     fig, axes = plt.subplots(len(shown), 2, figsize=(5, 2.6 * len(shown)), dpi=90, squeeze=False)
     for (left, right, caption), row in zip(shown, axes):
         for ax, img, side in zip(row, (left, right), caption.split(" | ")):
@@ -58,3 +60,35 @@ def image_pairs(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path) -> None:
+    """Row-normalised confusion matrix (colour: share of the true class; numbers: counts)."""
+    counts = np.asarray(matrix)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    n = len(class_names)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(2 + 0.45 * n, 1.5 + 0.45 * n), dpi=110)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(counts):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("Test confusion matrix (colour: share of the true class)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -1,4 +1,4 @@
-"""The model card (README.md) and confusion-matrix figure written beside a trained cell classifier.
+"""The model card (README.md) written beside a trained cell classifier (its figure: hema.figures).
 
 The card's YAML is made by huggingface_hub's ModelCardData, so the Hub reads the model-index
 (test accuracy, macro-F1, balanced accuracy on the dataset, config and split) and the base model;
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hema.taxonomy import LINEAGE
@@ -155,30 +153,3 @@ def render(inputs: CardInputs) -> ModelCard:
         image_mean=[round(float(m), 4) for m in inputs.image_mean],
         image_std=[round(float(s), 4) for s in inputs.image_std],
     )
-
-
-def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path) -> None:
-    """Row-normalised confusion matrix (colour: share of the true class; numbers: counts)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.asarray(matrix)
-    rows = counts.sum(axis=1, keepdims=True)
-    share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
-    n = len(class_names)
-    fig, ax = plt.subplots(figsize=(2 + 0.45 * n, 1.5 + 0.45 * n), dpi=110)
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), count in np.ndenumerate(counts):
-        if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if share[i, j] > 0.6 else "black")
-    ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n), class_names, fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title("Test confusion matrix (colour: share of the true class)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
-from hema import model_card
+from hema import figures, model_card
 from hema.training import LoadedModel
 
 PUBLISHED = ("model.safetensors", "config.json", "preprocessor_config.json", "all_results.json",
@@ -51,7 +51,7 @@ def write(out: Path, *, model: nn.Module, loaded: LoadedModel, run_config: dict,
                "test_per_class": test["per_class"], "test_confusion_matrix": test["confusion_matrix"]}
     (staging / "all_results.json").write_text(json.dumps(results, indent=1))
     (staging / "training_args.json").write_text(json.dumps(run_config, indent=1, default=str))
-    model_card.confusion_figure(test["confusion_matrix"], class_names, staging / model_card.CONFUSION_FIGURE)
+    figures.confusion_matrix(test["confusion_matrix"], class_names, staging / model_card.CONFUSION_FIGURE)
     inputs = card_inputs(out, model, loaded, run_config, state, test, hardware, dataset_source)
     model_card.render(inputs).save(staging / "README.md")
     for path in sorted(staging.iterdir(), key=lambda p: p.name == "README.md"):

@@ -13,10 +13,12 @@ an old one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import datasets
 import numpy as np
@@ -66,18 +68,19 @@ def layout(shards: Sequence[Shard]) -> dict[str, dict[str, ConfigSplit]]:
 
 
 def _file_count(rows: Sequence[CatalogRow]) -> int:
-    stored = sum(r.stored_at[1] for r in rows)
+    stored = sum(r.stored_at[2] for r in rows)
     return max(math.ceil(len(rows) / MAX_ROWS_PER_FILE), math.ceil(stored / MAX_BYTES_PER_FILE), 1)
 
 
 def write_shards(
     rows: Sequence[CatalogRow], spool: Path, data_dir: Path, fingerprint: str, features: datasets.Features
 ) -> list[Shard]:
-    """Write every row (with its stored bytes from `spool`) into the split x part files under data_dir."""
+    """Write every row (with its stored bytes from the `spool` folder) into the split x part files under data_dir."""
     data_dir.mkdir(parents=True, exist_ok=True)
     schema_ = features.arrow_schema
     shards = []
-    with open(spool, "rb") as images:
+    with contextlib.ExitStack() as stack:
+        images = {p.name: stack.enter_context(open(p, "rb")) for p in spool.glob("*.spool")}
         for split in SPLITS:
             parts: dict[Part, list[CatalogRow]] = {}
             for r in rows:
@@ -95,15 +98,26 @@ def write_shards(
     return shards
 
 
-def _write_file(rows: list[CatalogRow], images, path: Path, schema_: pa.Schema, features: datasets.Features) -> int:
+def _compression(schema_: pa.Schema) -> dict[str, str]:
+    """Snappy, as datasets writes, except on encoded image bytes: it cannot shrink them, only cost time."""
+    leaves = []
+    for field in schema_:
+        children = list(field.type) if pa.types.is_struct(field.type) else []
+        leaves += [f"{field.name}.{child.name}" for child in children] or [field.name]
+    return {leaf: "NONE" if leaf == "image.bytes" else "SNAPPY" for leaf in leaves}
+
+
+def _write_file(
+    rows: list[CatalogRow], images: dict[str, BinaryIO], path: Path, schema_: pa.Schema, features: datasets.Features
+) -> int:
     num_bytes = 0
-    with pq.ParquetWriter(path, schema_) as writer:
+    with pq.ParquetWriter(path, schema_, compression=_compression(schema_)) as writer:
         for start in range(0, len(rows), ROW_GROUP_ROWS):
             batch = []
             for r in rows[start : start + ROW_GROUP_ROWS]:
-                offset, length = r.stored_at
-                images.seek(offset)
-                batch.append(features.encode_example(schema.example(r, images.read(length))))
+                name, offset, length = r.stored_at
+                images[name].seek(offset)
+                batch.append(features.encode_example(schema.example(r, images[name].read(length))))
             table = pa.Table.from_pylist(batch, schema=schema_)
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             num_bytes += table.nbytes

@@ -131,7 +131,7 @@ def check_images(out: Path, source: Path, max_ratio: float) -> None:
             original = source / row["image_id"]
             assert pixel_sha256(pixels) == row["pixel_sha256"] == pixel_sha256(np.asarray(Image.open(original).convert("RGB")))
             if original.suffix.upper() == ".TIF" and Image.open(original).format == "TIFF":
-                assert Image.open(io.BytesIO(data)).format == "WEBP" and row["image"]["path"].endswith(".webp")
+                assert Image.open(io.BytesIO(data)).format == "PNG" and row["image"]["path"].endswith(".png")
             stored += len(data)
             source_bytes += original.stat().st_size
     assert stored <= max_ratio * source_bytes, stored / source_bytes
