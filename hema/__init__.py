@@ -1,7 +1,8 @@
-"""Logic behind the MLL23 tools: one small module per job.
+"""hema: blood-cell image datasets (MLL23) on the Hugging Face Hub, and ViT fine-tuning on them.
 
-hema_dataset.py (build, sample, dedup, download, push) and train_vit.py are thin command lines over
-these modules; each module is importable and tested on its own.
+The library under two command lines, `hema-dataset` (hema.cli.dataset: sample, build, dedup,
+download, push) and `hema-train` (hema.cli.train), which the checkout's hema_dataset.py and
+train_vit.py also run. One small module per job; each is importable and tested on its own.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

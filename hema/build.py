@@ -23,6 +23,7 @@ from typing import Protocol, Sequence
 import datasets
 
 from hema import __version__, atomic, card, figures
+from hema.build_config import CellImageConfig
 from hema.catalog import Catalog, make_catalog
 from hema.dedup import DupPair
 from hema.errors import HemaError
@@ -72,11 +73,11 @@ def check_output_dir(output_dir: Path, data_dir: Path) -> None:
     """Refuse outputs that would overwrite the source or a folder that is not a previous build."""
     out, src = output_dir.resolve(), data_dir.resolve()
     if out == src or src.is_relative_to(out) or out.is_relative_to(src):
-        raise HemaError(f"--output-dir {output_dir} must be outside --data-dir {data_dir} and not contain it")
+        raise HemaError(f"output folder {output_dir} must be outside the data folder {data_dir} and not contain it")
     if out.is_file():
-        raise HemaError(f"--output-dir {output_dir} is a file")
+        raise HemaError(f"output folder {output_dir} is a file")
     if out.is_dir() and any(out.iterdir()) and not is_build(out):
-        raise HemaError(f"--output-dir {output_dir} is not empty and not a previous build: refusing to replace it")
+        raise HemaError(f"output folder {output_dir} is not empty and not a previous build: refusing to replace it")
 
 
 def is_build(folder: Path) -> bool:
@@ -84,7 +85,7 @@ def is_build(folder: Path) -> bool:
 
 
 def publish(
-    config: datasets.BuilderConfig,
+    config: CellImageConfig,
     info: datasets.DatasetInfo,
     output_dir: Path,
     *,
@@ -101,10 +102,7 @@ def publish(
         started = time.perf_counter()
         spool = scratch / "spool"
         spool.mkdir()
-        catalog = make_catalog(
-            Path(config.data_dir), seed=config.seed, val_size=config.val_size, test_size=config.test_size,
-            strict=config.strict, num_proc=num_proc, spool=spool,
-        )
+        catalog = make_catalog(Path(config.data_dir), config, num_proc=num_proc, spool=spool)
         staging = scratch / "out"
         staging.mkdir()
         conflict_figure = CONFLICT_FIGURE if _conflicting_pairs(catalog) else None
@@ -162,7 +160,7 @@ def read_build_info(folder: Path) -> dict:
     """The provenance of a built folder, or HemaError when `folder` is not one."""
     path = Path(folder) / BUILD_INFO
     if not is_build(Path(folder)) or not path.is_file():
-        raise HemaError(f"{folder} is not a dataset folder made by `hema_dataset.py build` (no {BUILD_INFO})")
+        raise HemaError(f"{folder} is not a dataset folder made by `hema-dataset build` (no {BUILD_INFO})")
     return json.loads(path.read_text())
 
 

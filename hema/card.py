@@ -1,4 +1,4 @@
-"""The dataset card: YAML metadata the Hub reads plus a body rendered from dataset_card/.
+"""The dataset card: YAML metadata the Hub reads plus a body rendered from hema/templates/dataset_card.md.jinja.
 
 Everything in it is computed from the catalog of the build it describes, so the card cannot drift
 from the data: counts per class and split, duplicate summary, skipped files, shard names.
@@ -7,12 +7,12 @@ from the data: counts per class and split, duplicate summary, skipped files, sha
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import datasets
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from hema import templates
 from hema.catalog import Catalog, CatalogRow
 from hema.sample import SampleManifest
 from hema.shards import ConfigSplit
@@ -20,7 +20,6 @@ from hema.splits import SPLITS
 from hema.taxonomy import CELL_CLASSES, HARMONISED, LINEAGE
 from hema.views import DEFAULT_CONFIG, SELECTING_VIEWS, VIEWS, View
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "dataset_card" / "README.md.jinja"
 PLACEHOLDER_REPO_ID = "ORG/mll23"
 #: The oldest datasets release that loads a build (explicit data_files per config, no filters),
 #: loading and streaming; checked by tests/test_clients.py.
@@ -113,7 +112,7 @@ def render_card(
     ]
     return DatasetCard.from_template(
         data,
-        template_path=str(TEMPLATE),
+        template_path=str(templates.DATASET_CARD),
         pretty_name=data.pretty_name,
         repo_id=repo_id,
         synthetic=synthetic,

@@ -24,10 +24,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hema import dedup
+from hema.build_config import CellImageConfig
 from hema.errors import HemaError
 from hema.imaging import BadImageError, decode_rgb, phash_hex, stored_bytes, stored_name
 from hema.scan import ImageEntry, scan_class_folders
-from hema.splits import SPLITS, assign_splits, check_fractions
+from hema.splits import SPLITS, assign_splits
 from hema.taxonomy import CELL_CLASSES, class_id, harmonised_id
 
 logger = logging.getLogger(__name__)
@@ -72,11 +73,11 @@ class CatalogRow:
 class Catalog:
     rows: list[CatalogRow]  # sorted by image_id
     pairs: list[dedup.DupPair]  # indices into rows
+    seed: int
+    val_size: float
+    test_size: float
     skipped: list[SkippedFile] = field(default_factory=list)
     missing_classes: list[str] = field(default_factory=list)
-    seed: int = 42
-    val_size: float = 0.15
-    test_size: float = 0.15
 
     def split_rows(self, split: str) -> list[CatalogRow]:
         return [r for r in self.rows if r.split == split]
@@ -163,30 +164,22 @@ def decode_entries(
     if decoded.skipped and strict:
         listed = "; ".join(f"{s.image_id}: {s.reason}" for s in decoded.skipped[:5])
         more = f" and {len(decoded.skipped) - 5} more" if len(decoded.skipped) > 5 else ""
-        raise HemaError(f"--strict: {len(decoded.skipped)} unusable file(s): {listed}{more}")
+        raise HemaError(f"strict build: {len(decoded.skipped)} unusable file(s): {listed}{more}")
     for s in decoded.skipped:
         logger.warning("skipping %s: %s", s.image_id, s.reason)
     return decoded
 
 
 def make_catalog(
-    data_dir: Path,
-    *,
-    seed: int = 42,
-    val_size: float = 0.15,
-    test_size: float = 0.15,
-    strict: bool = False,
-    num_proc: int | None = None,
-    spool: Path | None = None,
+    data_dir: Path, config: CellImageConfig, *, num_proc: int | None = None, spool: Path | None = None
 ) -> Catalog:
-    """Scan, decode, deduplicate and split a raw MLL23 folder; raise HemaError on bad input.
+    """Scan, decode, deduplicate and split a raw MLL23 folder with `config`'s parameters; HemaError on bad input.
 
     With `spool` (a folder), the stored bytes of every image are written there (CatalogRow.stored_at).
     """
-    check_fractions(val_size, test_size)
     started = time.perf_counter()
     scan = scan_class_folders(Path(data_dir))
-    decoded = decode_entries(scan.entries, num_proc=num_proc, strict=strict, spool=spool)
+    decoded = decode_entries(scan.entries, num_proc=num_proc, strict=config.strict, spool=spool)
     if not decoded.entries:
         raise HemaError(f"no decodable images under {data_dir}")
     logger.info("decoded %d images in %.1f s", len(decoded.entries), time.perf_counter() - started)
@@ -200,7 +193,7 @@ def make_catalog(
     _, first_member = np.unique(groups, return_index=True)
     representative = np.zeros(len(labels), dtype=bool)
     representative[first_member[~conflict[first_member]]] = True
-    split = assign_splits(labels, groups, seed=seed, val_size=val_size, test_size=test_size)
+    split = assign_splits(labels, groups, seed=config.seed, val_size=config.val_size, test_size=config.test_size)
 
     rows = [
         CatalogRow(
@@ -227,7 +220,7 @@ def make_catalog(
         pairs=found.pairs,
         skipped=decoded.skipped,
         missing_classes=scan.missing_classes,
-        seed=seed,
-        val_size=val_size,
-        test_size=test_size,
+        seed=config.seed,
+        val_size=config.val_size,
+        test_size=config.test_size,
     )

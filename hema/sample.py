@@ -19,9 +19,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import cache
@@ -31,6 +28,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from hema import atomic
 from hema.cache import cache_root
 from hema.errors import HemaError
 from hema.taxonomy import CELL_CLASSES
@@ -888,17 +886,15 @@ def draw_sample(
     if not overwrite and _non_empty(output_dir):
         raise HemaError(f"{output_dir} is not empty; choose another folder or overwrite it")
     try:
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
+        with atomic.scratch_dir(output_dir) as scratch:
+            staging = scratch / "sample"
+            staging.mkdir()
+            manifest = _write_sample(staging, per_class, seed)
+            if not overwrite and _non_empty(output_dir):  # filled while we were drawing
+                raise HemaError(f"{output_dir} is not empty; choose another folder or overwrite it")
+            atomic.replace_dir(staging, output_dir, scratch)
     except OSError as exc:
         raise HemaError(f"cannot write {output_dir}: {exc.strerror or exc}") from None
-    try:
-        manifest = _write_sample(tmp, per_class, seed)
-        _move_into_place(tmp, output_dir, overwrite)
-    except OSError as exc:
-        raise HemaError(f"cannot write {output_dir}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
@@ -918,24 +914,6 @@ def _write_sample(folder: Path, per_class: int, seed: int) -> SampleManifest:
 
 def _non_empty(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
-
-
-def _move_into_place(tmp: Path, output_dir: Path, overwrite: bool) -> None:
-    """Rename the finished folder into place; an old one is moved aside first and then deleted."""
-    old = None
-    if _non_empty(output_dir):
-        if not overwrite:  # filled while we were drawing
-            raise HemaError(f"{output_dir} is not empty; choose another folder or overwrite it")
-        old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".old", dir=output_dir.parent))
-        os.replace(output_dir, old)
-    try:
-        os.replace(tmp, output_dir)  # atomic; replaces an empty folder
-    except OSError:
-        if old is not None:
-            os.replace(old, output_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def default_sample_dir(per_class: int = 40, seed: int = 0) -> Path:

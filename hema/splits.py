@@ -20,7 +20,7 @@ SPLITS = ("train", "validation", "test")
 def check_fractions(val_size: float, test_size: float) -> None:
     if not (0 < val_size < 1 and 0 < test_size < 1 and val_size + test_size < 1):
         raise HemaError(
-            f"--val-size {val_size} and --test-size {test_size} must each be in (0, 1) "
+            f"val_size {val_size} and test_size {test_size} must each be in (0, 1) "
             "and sum to less than 1"
         )
 
@@ -36,8 +36,7 @@ def group_labels(labels: np.ndarray, dup_group: np.ndarray) -> np.ndarray:
 def assign_splits(
     labels: np.ndarray, dup_group: np.ndarray, *, seed: int, val_size: float, test_size: float
 ) -> np.ndarray:
-    """Split index per image (0 train, 1 validation, 2 test), deterministic for a seed."""
-    check_fractions(val_size, test_size)
+    """Split index per image (0 train, 1 validation, 2 test), deterministic for a seed (fractions as checked by check_fractions)."""
     labels, dup_group = np.asarray(labels), np.asarray(dup_group)
     sizes = np.bincount(dup_group)
     by_label = group_labels(labels, dup_group)

@@ -19,15 +19,15 @@ from hema.training import looks_like_path
 
 def demo_dataset(per_class: int) -> str:
     """The synthetic sample, drawn and built once into the cache (hema.sample + the MLL23 builder)."""
-    import hema_dataset
     from hema.build import is_build
+    from hema.mll23 import MLL23
     from hema.sample import ensure_sample
 
     sample = ensure_sample(per_class=per_class, seed=0)
     built = cache_root() / "demo-build" / f"mll23-synthetic-{sample.name}"
     if not is_build(built):
         print(f"demo: building the synthetic sample {sample} into {built}")
-        print(hema_dataset.build_dataset(sample, built).describe())
+        print(MLL23.build_folder(sample, built).describe())
     else:
         print(f"demo: the synthetic sample's dataset is {built} (load it: datasets.load_dataset({str(built)!r}))")
     return str(built)

@@ -233,7 +233,7 @@ def test_messy_input_skips_converts_and_counts(messy_dir: Path, tmp_path: Path, 
 
 
 def test_strict_makes_unusable_files_an_error(messy_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(HemaError, match="--strict: 3 unusable file"):
+    with pytest.raises(HemaError, match="strict build: 3 unusable file"):
         hema_dataset.build_dataset(messy_dir, tmp_path / "out", strict=True)
     assert not (tmp_path / "out").exists()
 
@@ -281,7 +281,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_build(sample_dir: Path, tmp_p
     (out / "thesis.tex").write_text("do not delete")
     with pytest.raises(HemaError, match="not a previous build"):
         hema_dataset.build_dataset(sample_dir, out)
-    with pytest.raises(HemaError, match="outside --data-dir"):
+    with pytest.raises(HemaError, match="outside the data folder"):
         hema_dataset.build_dataset(sample_dir, sample_dir / "out")
     with pytest.raises(HemaError, match="must each be in"):
         hema_dataset.build_dataset(sample_dir, tmp_path / "o", val_size=0.6, test_size=0.5)

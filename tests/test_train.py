@@ -1,6 +1,6 @@
 """train_vit.py end to end on the built synthetic sample (CPU, tiny ViTs, a few steps), and its parts.
 
-Training runs in-process through train_vit.main (an import of torch and transformers per test would
+Training runs in-process through hema.cli.train.main (an import of torch and transformers per test would
 cost more than the training); the two command lines that only a fresh process can show (torchrun
 with two CPU processes, the push against the local Hub) run as subprocesses.
 """
@@ -25,8 +25,9 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import ViTConfig, ViTForImageClassification, pipeline
 
-import train_vit
+from hema.cli import train as train_cli
 from hema import fastdata, model_folder, training
+from hema.metrics import CELL_CLASSIFICATION
 from hema.taxonomy import CELL_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(argv: list[str]) -> int:
-    return train_vit.main([*argv, "--report-to", "none"])
+    return train_cli.main([*argv, "--report-to", "none"])
 
 
 def results(folder: Path) -> dict:
@@ -65,7 +66,7 @@ def test_training_on_a_built_folder_writes_a_publishable_model_folder(built: Pat
     source = tmp_path / "vit-3-classes"
     ViTForImageClassification(ViTConfig(**TINY, num_labels=3)).save_pretrained(source)
     out = tmp_path / "model"
-    assert train_vit.main(["--dataset", str(built), "--model", str(source), "--output-dir", str(out),
+    assert train_cli.main(["--dataset", str(built), "--model", str(source), "--output-dir", str(out),
                            "--max-steps", "6", "--batch-size", "16", "--eval-every", "3",
                            "--checkpoint-every", "2", "--checkpoints-total-limit", "1",
                            "--learning-rate", "1e-3"]) == 0
@@ -110,12 +111,12 @@ def test_training_on_a_built_folder_writes_a_publishable_model_folder(built: Pat
 
 
 def test_demo_without_arguments_draws_builds_trains_and_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_vit, "DEMO_PER_CLASS", 8)  # the real demo draws 40 per class
+    monkeypatch.setattr(train_cli, "DEMO_PER_CLASS", 8)  # the real demo draws 40 per class
     monkeypatch.chdir(tmp_path)
-    assert train_vit.main(["--max-steps", "3"]) == 0  # the demo's other defaults, as `python train_vit.py`
+    assert train_cli.main(["--max-steps", "3"]) == 0  # the demo's other defaults, as `python train_vit.py`
     out = tmp_path / "outputs" / "vit-mll23-demo"
     assert PUBLISHED <= {p.name for p in out.iterdir()}
-    assert json.loads((out / "config.json").read_text())["hidden_size"] == 96  # configs/vit-tiny-demo
+    assert json.loads((out / "config.json").read_text())["hidden_size"] == 96  # hema/configs/vit-tiny-demo
     assert (tmp_path / "hema-cache" / "demo-build").is_dir()
     assert "Trained from random initialisation" in (out / "README.md").read_text()
 
@@ -180,7 +181,7 @@ def test_bad_inputs_fail_with_one_line_and_status_2(built: Path, tiny_config: Pa
 def test_cell_classification_metric_loads_offline_and_counts_every_class(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    metric = evaluate.load(str(REPO / "metrics" / "cell_classification"), keep_in_memory=True)
+    metric = evaluate.load(str(CELL_CLASSIFICATION), keep_in_memory=True)
     r = metric.compute(predictions=[0, 1, 1, 2, 2], references=[0, 1, 0, 2, 1], class_names=["a", "b", "c", "d"])
     assert r["accuracy"] == pytest.approx(3 / 5)
     assert r["balanced_accuracy"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)  # d has no support

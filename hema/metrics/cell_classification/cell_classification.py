@@ -1,6 +1,6 @@
 """Metrics for single-label cell classification over many imbalanced classes.
 
-Loaded from this folder, so it works offline: ``evaluate.load("metrics/cell_classification")``.
+Loaded from this folder, so it works offline: ``evaluate.load(str(hema.metrics.CELL_CLASSIFICATION))``.
 Accuracy alone hides the rare classes of MLL23 (33 reactive lymphocytes beside 8,606 myeloblasts),
 so this module also reports balanced accuracy, macro and weighted F1, per-class precision, recall,
 F1 and support, and the confusion matrix.
@@ -31,7 +31,7 @@ Returns:
     per_class (`list` of `dict`: class, precision, recall, f1, support),
     confusion_matrix (`list` of `list` of `int`).
 Examples:
-    >>> metric = evaluate.load("metrics/cell_classification")
+    >>> metric = evaluate.load(str(hema.metrics.CELL_CLASSIFICATION))
     >>> metric.compute(predictions=[0, 1, 1], references=[0, 1, 0])["accuracy"]
     0.6666666666666666
 """
