@@ -30,6 +30,7 @@ from hema.errors import HemaError
 from hema.imaging import decode_rgb
 from hema.sample import SampleManifest
 from hema.shards import ConfigSplit, layout, write_shards
+from hema.source import Source
 from hema.splits import SPLITS
 from hema.views import DEFAULT_CONFIG
 
@@ -86,6 +87,7 @@ def is_build(folder: Path) -> bool:
 
 def publish(
     config: CellImageConfig,
+    source: Source,
     info: datasets.DatasetInfo,
     output_dir: Path,
     *,
@@ -93,7 +95,7 @@ def publish(
     num_proc: int | None = None,
     synthetic: SampleManifest | None = None,
 ) -> BuildSummary:
-    """Catalog `config.data_dir` with the config's split parameters, write shards and card, swap OUT in.
+    """Catalog `config.data_dir` (in `source`'s layout) with the config's parameters, write shards and card, swap OUT in.
 
     `info` is the builder's DatasetInfo (features, citation); `builder_id` names it in build_info.json.
     """
@@ -102,21 +104,21 @@ def publish(
         started = time.perf_counter()
         spool = scratch / "spool"
         spool.mkdir()
-        catalog = make_catalog(Path(config.data_dir), config, num_proc=num_proc, spool=spool)
+        catalog = make_catalog(Path(config.data_dir), config, source, num_proc=num_proc, spool=spool)
         staging = scratch / "out"
         staging.mkdir()
         conflict_figure = CONFLICT_FIGURE if _conflicting_pairs(catalog) else None
-        drawing = _draw_figures_in_background(catalog, staging, synthetic is not None)
+        drawing = _draw_figures_in_background(catalog, source, staging, synthetic is not None)
         shards = write_shards(catalog.rows, spool, staging / "data", catalog.fingerprint(), info.features)
         shutil.rmtree(spool)
         configs = layout(shards)
         logger.info("wrote %d rows into %d Parquet files in %.1f s", len(catalog.rows), len(shards), time.perf_counter() - started)
         write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)
         duplicates = card.duplicate_summary(catalog)
-        provenance = build_info(catalog, builder_id, configs, duplicates, synthetic is not None)
+        provenance = build_info(catalog, source, builder_id, configs, duplicates, synthetic is not None)
         atomic.write_text(staging / BUILD_INFO, json.dumps(provenance, indent=2) + "\n")
         card.render_card(
-            catalog, configs, info, duplicates, synthetic=synthetic, conflict_figure=conflict_figure
+            catalog, source, configs, info, duplicates, synthetic=synthetic, conflict_figure=conflict_figure
         ).save(staging / "README.md")
         drawing.join()
         if drawing.exitcode != 0:
@@ -133,6 +135,7 @@ def publish(
 
 def build_info(
     catalog: Catalog,
+    source: Source,
     builder_id: str,
     configs: dict[str, dict[str, ConfigSplit]],
     duplicates: dict[str, int],
@@ -140,6 +143,8 @@ def build_info(
 ) -> dict:
     """What a build was made from and with: enough to reproduce it and to say so in a commit."""
     return {
+        "source": source.name,
+        "pixel_size_um": source.pixel_size_um,
         "builder": builder_id,
         "hema_version": __version__,
         "datasets_version": datasets.__version__,
@@ -168,7 +173,7 @@ def set_repo_id(folder: Path, repo_id: str) -> None:
     """Point the card's loading snippets at `repo_id` (the card is rendered before anyone knows it)."""
     info = read_build_info(folder)
     readme = Path(folder) / "README.md"
-    previous = info.get("repo_id", card.PLACEHOLDER_REPO_ID)
+    previous = info.get("repo_id", card.placeholder_repo_id(info.get("source", "mll23")))
     text = readme.read_text()
     for quoted in ('"{}"', "hf://datasets/{}/"):  # the snippets name the repo in these two ways only
         text = text.replace(quoted.format(previous), quoted.format(repo_id))
@@ -178,7 +183,7 @@ def set_repo_id(folder: Path, repo_id: str) -> None:
 
 def commit_message(info: dict) -> str:
     splits = " / ".join(f"{s} {n:,}" for s, n in info["splits"].items())
-    source = "SYNTHETIC sample" if info["synthetic"] else "MLL23"
+    source = "SYNTHETIC sample" if info["synthetic"] else info["builder"].split()[0]
     return (
         f"{source} build {info['fingerprint']}: {info['images']:,} images ({splits}), split seed {info['seed']}, "
         f"{info['builder']}, hema {info['hema_version']}"
@@ -200,17 +205,19 @@ def _conflicting_pairs(catalog: Catalog) -> list[DupPair]:
     return [p for p in catalog.pairs if catalog.rows[p.a].label != catalog.rows[p.b].label]
 
 
-def _draw_figures_in_background(catalog: Catalog, folder: Path, synthetic: bool) -> multiprocessing.process.BaseProcess:
+def _draw_figures_in_background(
+    catalog: Catalog, source: Source, folder: Path, synthetic: bool
+) -> multiprocessing.process.BaseProcess:
     """Draw the card's figures into `folder` in a forked process, while this one writes Parquet."""
-    drawing = multiprocessing.get_context("fork").Process(target=_draw_figures, args=(catalog, folder, synthetic))
+    drawing = multiprocessing.get_context("fork").Process(target=_draw_figures, args=(catalog, source, folder, synthetic))
     drawing.start()
     return drawing
 
 
-def _draw_figures(catalog: Catalog, folder: Path, synthetic: bool) -> None:
+def _draw_figures(catalog: Catalog, source: Source, folder: Path, synthetic: bool) -> None:
     figures.class_distribution(
-        catalog.rows, folder / DISTRIBUTION_FIGURE,
-        "MLL23 images per class and split" + (" (SYNTHETIC sample)" if synthetic else ""),
+        catalog.rows, source.classes, folder / DISTRIBUTION_FIGURE,
+        f"{source.title} images per class and split" + (" (SYNTHETIC sample)" if synthetic else ""),
     )
     conflicts = _conflicting_pairs(catalog)
     if conflicts:  # side by side with both labels

@@ -19,13 +19,19 @@ from hema.catalog import CatalogRow, make_catalog
 from hema.errors import HemaError
 from hema.imaging import decode_rgb, stored_bytes
 from hema.sample import read_manifest
+from hema.source import Source
 from hema.splits import SPLITS
 from hema.views import DEFAULT_CONFIG, VIEWS
 
 
 class CellImageBuilder(datasets.GeneratorBasedBuilder):
-    """Cell images from raw class folders (`data_dir`); one builder config per published view."""
+    """Cell images from raw class folders (`data_dir`); one builder config per published view.
 
+    A subclass sets SOURCE (hema.source.Source) and VERSION, and may say where raw data comes from
+    when no data_dir is given (`raw_data_dir`).
+    """
+
+    SOURCE: Source
     BUILDER_CONFIG_CLASS = CellImageConfig
     BUILDER_CONFIGS = [CellImageConfig(name=v.name, description=v.description) for v in VIEWS.values()]
     DEFAULT_CONFIG_NAME = DEFAULT_CONFIG
@@ -33,7 +39,7 @@ class CellImageBuilder(datasets.GeneratorBasedBuilder):
     @classmethod
     def dataset_info(cls) -> datasets.DatasetInfo:
         """The source's description, features, homepage, licence and citation."""
-        raise NotImplementedError
+        return cls.SOURCE.info(schema.features(cls.SOURCE))
 
     def _info(self) -> datasets.DatasetInfo:
         return self.dataset_info()
@@ -44,7 +50,7 @@ class CellImageBuilder(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         data_dir = Path(self.config.data_dir) if self.config.data_dir else self.raw_data_dir(dl_manager)
-        catalog = make_catalog(data_dir, self.config)
+        catalog = make_catalog(data_dir, self.config, self.SOURCE)
         view = VIEWS[self.config.name]
         return [
             datasets.SplitGenerator(
@@ -73,6 +79,6 @@ class CellImageBuilder(datasets.GeneratorBasedBuilder):
         config = cls.BUILDER_CONFIG_CLASS(name=DEFAULT_CONFIG, data_dir=str(data_dir), **parameters)
         check_output_dir(output_dir, data_dir)
         return publish(
-            config, cls.dataset_info(), output_dir, builder_id=f"{cls.__name__} {cls.VERSION}", num_proc=num_proc,
-            synthetic=read_manifest(data_dir),
+            config, cls.SOURCE, cls.dataset_info(), output_dir, builder_id=f"{cls.__name__} {cls.VERSION}",
+            num_proc=num_proc, synthetic=read_manifest(data_dir),
         )

@@ -17,18 +17,22 @@ from hema.catalog import Catalog, CatalogRow
 from hema.sample import SampleManifest
 from hema.shards import ConfigSplit
 from hema.splits import SPLITS
-from hema.taxonomy import CELL_CLASSES, HARMONISED, LINEAGE
+from hema.source import Source
+from hema.taxonomy import HARMONISED_CLASSES
 from hema.views import DEFAULT_CONFIG, SELECTING_VIEWS, VIEWS, View
 
-PLACEHOLDER_REPO_ID = "ORG/mll23"
 #: The oldest datasets release that loads a build (explicit data_files per config, no filters),
 #: loading and streaming; checked by tests/test_clients.py.
 MIN_DATASETS_VERSION = "3.1"
-PRETTY_NAME = "MLL23: peripheral blood single-cell images (18 classes)"
 TAGS = ["biology", "medical", "hematology", "microscopy", "blood-cells", "cytomorphology", "leukemia"]
 
 # Hub size_categories values, upper bounds exclusive.
 _SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
+
+
+def placeholder_repo_id(source_name: str) -> str:
+    """What the card's snippets load until `push` names the real repository (hema.build.set_repo_id)."""
+    return f"ORG/{source_name}"
 
 
 def size_category(n: int) -> str:
@@ -37,6 +41,7 @@ def size_category(n: int) -> str:
 
 def card_data(
     catalog: Catalog,
+    source: Source,
     configs: dict[str, dict[str, ConfigSplit]],
     info: datasets.DatasetInfo,
     *,
@@ -59,15 +64,16 @@ def card_data(
             split_dict.add(datasets.SplitInfo(name=s, num_bytes=c.num_bytes, num_examples=c.rows))
         infos[view.name] = datasets.DatasetInfo(features=info.features, splits=split_dict)
     data = DatasetCardData(
-        license="cc-by-4.0",
+        license=source.license,
         task_categories=["image-classification"],
         size_categories=[size_category(len(catalog.rows))],
-        pretty_name=PRETTY_NAME + (" — synthetic sample" if synthetic else ""),
+        pretty_name=source.pretty_name + (" — synthetic sample" if synthetic else ""),
         tags=TAGS + (["synthetic"] if synthetic else []),
         language=["en"],
         annotations_creators=["machine-generated" if synthetic else "expert-generated"],
         source_datasets=["original"],
         configs=entries,
+        hema={"source": source.name, "pixel_size_um": round(source.pixel_size_um, 6)},  # fields of view can be matched
     )
     DatasetInfosDict(infos).to_dataset_card_data(data)
     return data
@@ -75,28 +81,30 @@ def card_data(
 
 def render_card(
     catalog: Catalog,
+    source: Source,
     configs: dict[str, dict[str, ConfigSplit]],
     info: datasets.DatasetInfo,
     duplicates: dict[str, int],
     *,
     synthetic: SampleManifest | None = None,
     conflict_figure: str | None = None,
-    repo_id: str = PLACEHOLDER_REPO_ID,
 ) -> DatasetCard:
     """The full card; `synthetic` is the sample's manifest when the source is the synthetic sample."""
-    data = card_data(catalog, configs, info, synthetic=synthetic is not None)
-    per_class = {c: Counter() for c in CELL_CLASSES}
+    data = card_data(catalog, source, configs, info, synthetic=synthetic is not None)
+    per_class = {c: Counter() for c in source.classes}
+    harmonised = {c: set() for c in source.classes}
     for r in catalog.rows:
         per_class[r.cell_class][r.split] += 1
+        harmonised[r.cell_class].add(HARMONISED_CLASSES[r.harmonised_label] if r.harmonised_label >= 0 else "–")
     class_rows = [
         {
             "name": c,
-            "lineage": LINEAGE[c],
-            "harmonised": HARMONISED.get(c, "–"),
+            "lineage": source.lineage.get(c, ""),
+            "harmonised": ", ".join(sorted(harmonised[c])) or "–",
             **{s: per_class[c][s] for s in SPLITS},
             "total": sum(per_class[c].values()),
         }
-        for c in CELL_CLASSES
+        for c in source.classes
     ]
     present = [r for r in class_rows if r["total"]]
     totals = {s: sum(r[s] for r in class_rows) for s in (*SPLITS, "total")}
@@ -114,14 +122,16 @@ def render_card(
         data,
         template_path=str(templates.DATASET_CARD),
         pretty_name=data.pretty_name,
-        repo_id=repo_id,
+        repo_id=placeholder_repo_id(source.name),
+        source=source,
+        harmonised_count=len(HARMONISED_CLASSES),
         synthetic=synthetic,
         total_images=len(catalog.rows),
         seed=catalog.seed,
         train_pct=round(100 * (1 - catalog.val_size - catalog.test_size)),
         val_pct=round(100 * catalog.val_size),
         test_pct=round(100 * catalog.test_size),
-        class_names=", ".join(CELL_CLASSES),
+        class_names=", ".join(source.classes),
         config_rows=config_rows,
         first_file=next(iter(configs[DEFAULT_CONFIG].values())).paths[0],
         class_rows=class_rows,

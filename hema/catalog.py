@@ -27,13 +27,13 @@ from hema import dedup
 from hema.build_config import CellImageConfig
 from hema.errors import HemaError
 from hema.imaging import BadImageError, decode_rgb, phash_hex, stored_bytes, stored_name
-from hema.scan import ImageEntry, scan_class_folders
+from hema.scan import ImageEntry
+from hema.source import Source, harmonised_id
 from hema.splits import SPLITS, assign_splits
-from hema.taxonomy import CELL_CLASSES, class_id, harmonised_id
 
 logger = logging.getLogger(__name__)
 
-CATALOG_VERSION = 2  # bump when what a row means changes: it is part of the build fingerprint
+CATALOG_VERSION = 3  # bump when what a row means changes: it is part of the build fingerprint
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class CatalogRow:
     image_id: str
     path: Path
     label: int
+    cell_class: str  # the label's name
+    harmonised_label: int  # -1: no harmonised class
+    extra: dict[str, int]  # the source's own ClassLabel columns
     stored_name: str  # file name of the stored image: the source's, or re-encoded as PNG
     stored_at: "StoredAt | None"  # where the stored bytes are in the build's spool folder
     pixel_sha256: str
@@ -59,14 +62,6 @@ class CatalogRow:
     label_conflict: bool
     dup_representative: bool
     split: str
-
-    @property
-    def cell_class(self) -> str:
-        return CELL_CLASSES[self.label]
-
-    @property
-    def harmonised_label(self) -> int:
-        return harmonised_id(self.cell_class)
 
 
 @dataclass
@@ -171,20 +166,22 @@ def decode_entries(
 
 
 def make_catalog(
-    data_dir: Path, config: CellImageConfig, *, num_proc: int | None = None, spool: Path | None = None
+    data_dir: Path, config: CellImageConfig, source: Source, *, num_proc: int | None = None, spool: Path | None = None
 ) -> Catalog:
-    """Scan, decode, deduplicate and split a raw MLL23 folder with `config`'s parameters; HemaError on bad input.
+    """Scan (in `source`'s layout), decode, deduplicate and split a raw folder with `config`'s parameters.
+
+    Bad input raises HemaError.
 
     With `spool` (a folder), the stored bytes of every image are written there (CatalogRow.stored_at).
     """
     started = time.perf_counter()
-    scan = scan_class_folders(Path(data_dir))
+    scan = source.scan(Path(data_dir))
     decoded = decode_entries(scan.entries, num_proc=num_proc, strict=config.strict, spool=spool)
     if not decoded.entries:
         raise HemaError(f"no decodable images under {data_dir}")
     logger.info("decoded %d images in %.1f s", len(decoded.entries), time.perf_counter() - started)
     started = time.perf_counter()
-    labels = np.array([class_id(e.cell_class) for e in decoded.entries])
+    labels = np.array([source.class_id(e.cell_class) for e in decoded.entries])
     found = dedup.find_duplicates(decoded.prints, labels=labels, num_proc=num_proc)
     logger.info("found %d duplicate pairs in %.1f s", len(found.pairs), time.perf_counter() - started)
     groups = found.dup_group
@@ -200,6 +197,9 @@ def make_catalog(
             image_id=entry.image_id,
             path=entry.path,
             label=int(labels[i]),
+            cell_class=entry.cell_class,
+            harmonised_label=harmonised_id(entry.harmonised),
+            extra=entry.extra,
             stored_name=name,
             stored_at=at,
             pixel_sha256=fp.pixel_sha256,

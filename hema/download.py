@@ -1,12 +1,11 @@
-"""Fetching MLL23 from its Zenodo record: resumable, verified downloads and safe extraction.
+"""Fetching the sources that publish an archive: MLL23 from Zenodo, Acevedo20 from Mendeley Data.
 
-The record holds one `<class>.zip` per cell class (several GB in all), so every step is built to be
-re-run: a download resumes from its `.part` file with an HTTP Range request, each zip is checked
+MLL23's Zenodo record holds one `<class>.zip` per cell class (several GB in all); Acevedo20's
+Mendeley Data record one zip of its 8 class folders. Every step is built to be re-run: a download resumes from its `.part` file with an HTTP Range request, each zip is checked
 against the checksum Zenodo publishes before anything is extracted, extraction happens in a temporary
 folder that is moved into place only once complete, and a class already fetched is skipped (a marker
-file records what each class's zip held). The result is the layout `build` reads:
-DIR/<class>/<class>_NNNN.TIF. Only the standard library is used, so downloading needs nothing the
-runtime does not already have.
+file records what each zip held). The result is the layout `build` reads: DIR/<class>/<files>.
+Only the standard library is used, so downloading needs nothing the runtime does not already have.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from urllib.parse import urljoin
 
 from tqdm.auto import tqdm
 
+from hema import atomic
 from hema.errors import HemaError
 from hema.taxonomy import CELL_CLASSES
 
@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 ZENODO_RECORD = "14277609"
 DEFAULT_ZENODO_URL = "https://zenodo.org"
 ZENODO_URL_ENV = "HEMA_ZENODO_URL"
+
+MENDELEY_DATASET, MENDELEY_VERSION = "snkd93bnjr", 1  # Acevedo20: doi 10.17632/snkd93bnjr.1
+DEFAULT_MENDELEY_URL = "https://data.mendeley.com"
+MENDELEY_URL_ENV = "HEMA_MENDELEY_URL"
+ARCHIVE = "archive"  # the marker's key for a source published as a single zip
 
 #: Hidden bookkeeping inside the output folder: partial downloads and the per-class marker.
 WORK_DIR_NAME = ".mll23-download"
@@ -72,6 +77,11 @@ def zenodo_base_url(base_url: str | None = None) -> str:
     return (base_url or os.environ.get(ZENODO_URL_ENV) or DEFAULT_ZENODO_URL).rstrip("/")
 
 
+def mendeley_base_url(base_url: str | None = None) -> str:
+    """The Mendeley Data server to use: the argument, else $HEMA_MENDELEY_URL, else data.mendeley.com."""
+    return (base_url or os.environ.get(MENDELEY_URL_ENV) or DEFAULT_MENDELEY_URL).rstrip("/")
+
+
 def select_classes(classes: Sequence[str] | None) -> list[str]:
     """Validate the requested cell classes (all 18 when None), keeping the ClassLabel order."""
     if classes is None:
@@ -104,17 +114,32 @@ def parse_record(record: dict, base_url: str) -> dict[str, RecordFile]:
     return by_class
 
 
+def parse_mendeley_files(listing: list, base_url: str) -> RecordFile:
+    """The dataset's zip in a Mendeley Data public-API file list (the largest, if there are several)."""
+    zips = [f for f in listing if isinstance(f, dict) and str(f.get("filename", "")).lower().endswith(".zip")]
+    if not zips:
+        raise HemaError(f"Mendeley Data dataset {MENDELEY_DATASET} at {base_url} lists no zip archive")
+    entry = max(zips, key=lambda f: f.get("size") or 0)
+    details = entry.get("content_details") or {}
+    url, sha256, size = details.get("download_url"), details.get("sha256_hash"), entry.get("size")
+    if not url or not sha256 or not isinstance(size, int):
+        raise HemaError(f"Mendeley Data lists {entry.get('filename')} without a download URL, size or sha256")
+    return RecordFile(ARCHIVE, entry["filename"], size, f"sha256:{sha256}", urljoin(base_url + "/", url))
+
+
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
-def plan_extraction(infos: Iterable[zipfile.ZipInfo], cell_class: str, zip_name: str) -> list[tuple[zipfile.ZipInfo, str]]:
-    """Pick the members to extract and their paths inside DIR/<class>/, refusing any unsafe entry.
+def plan_extraction(infos: Iterable[zipfile.ZipInfo], top: str | None, zip_name: str) -> list[tuple[zipfile.ZipInfo, str]]:
+    """Pick the members to extract and their paths inside the destination, refusing any unsafe entry.
 
     Absolute paths, `..` components and symlinks could write outside the output folder (zip-slip),
     so one such entry refuses the whole archive before anything is written. macOS resource forks
-    (`__MACOSX/`) and hidden files are not cell images and are skipped. A top folder named after the
-    class is dropped so both `<class>/x.TIF` and flat `x.TIF` archives land in DIR/<class>/.
+    (`__MACOSX/`) and hidden files are not cell images and are skipped. A top folder named `top` (a
+    class zip's class) is dropped so both `<class>/x.TIF` and flat `x.TIF` archives land in
+    DIR/<class>/; with `top` None, a single top folder whatever its name is dropped (an archive of
+    class folders wrapped in one folder).
     """
     kept: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
     for info in infos:
@@ -127,7 +152,8 @@ def plan_extraction(infos: Iterable[zipfile.ZipInfo], cell_class: str, zip_name:
         if "__MACOSX" in path.parts or any(part.startswith(".") for part in path.parts):
             continue
         kept.append((info, path))
-    if kept and all(len(p.parts) > 1 and p.parts[0] == cell_class for _, p in kept):
+    first = top if top is not None else (kept[0][1].parts[0] if kept else None)
+    if kept and all(len(p.parts) > 2 - (top is not None) and p.parts[0] == first for _, p in kept):
         kept = [(info, PurePosixPath(*p.parts[1:])) for info, p in kept]
     relpaths = [str(p) for _, p in kept]
     if not relpaths:
@@ -180,20 +206,25 @@ def _reason(err: BaseException) -> str:
     return f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
 
 
-def fetch_record(base_url: str, retries: int, sleep: Callable[[float], None]) -> dict:
-    """The record's JSON from Zenodo's REST API."""
-    url = f"{base_url}/api/records/{ZENODO_RECORD}"
+def fetch_json(url: str, what: str, retries: int, sleep: Callable[[float], None]):
+    """A repository API's JSON answer; `what` names the repository in errors."""
 
-    def get() -> dict:
+    def get():
         try:
             with _open(url, {"Accept": "application/json"}) as response:
                 return json.loads(response.read())
         except (OSError, http.client.HTTPException) as err:
             raise _TransientError(_reason(err)) from None
         except ValueError:
-            raise HemaError(f"{url} did not answer JSON; is {base_url} a Zenodo server?") from None
+            raise HemaError(f"{url} did not answer JSON; is it {what}?") from None
 
-    return _retrying(get, f"cannot reach Zenodo record {ZENODO_RECORD} at {base_url}", retries, sleep)
+    return _retrying(get, f"cannot reach {what}", retries, sleep)
+
+
+def fetch_record(base_url: str, retries: int, sleep: Callable[[float], None]) -> dict:
+    """The record's JSON from Zenodo's REST API."""
+    url = f"{base_url}/api/records/{ZENODO_RECORD}"
+    return fetch_json(url, f"Zenodo record {ZENODO_RECORD} at {base_url}", retries, sleep)
 
 
 def _download_attempt(file: RecordFile, part: Path) -> None:
@@ -268,9 +299,10 @@ def _same_content(a: Path, b: Path) -> bool:
     return a.stat().st_size == b.stat().st_size and _file_digest(a, "sha256") == _file_digest(b, "sha256")
 
 
-def extract_class_zip(zip_path: Path, cell_class: str, output_dir: Path, work_dir: Path) -> list[str]:
-    """Extract a class zip into output_dir/<class>/ safely; returns the extracted paths (relative to the class).
+def extract_zip(zip_path: Path, top: str | None, destination: Path, work_dir: Path) -> list[str]:
+    """Extract a zip into `destination` safely; returns the extracted paths (relative to it).
 
+    `top` is the top folder to drop (plan_extraction).
     Everything is first written to a temporary folder beside the output, then moved in: a failure
     leaves no half-extracted class behind, and files already present with the same bytes are not
     rewritten (their inode and mtime stay as they were).
@@ -281,20 +313,19 @@ def extract_class_zip(zip_path: Path, cell_class: str, output_dir: Path, work_di
         zip_path.unlink()
         raise HemaError(f"{zip_path.name} is not a valid zip archive; it was deleted, run the download again") from None
     with archive:
-        plan = plan_extraction(archive.infolist(), cell_class, zip_path.name)
-        staging = Path(tempfile.mkdtemp(prefix=f"{cell_class}-", dir=work_dir))
+        plan = plan_extraction(archive.infolist(), top, zip_path.name)
+        staging = Path(tempfile.mkdtemp(prefix=f"{destination.name}-", dir=work_dir))
         try:
             for info, relpath in plan:
                 target = staging / relpath
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(info) as src, target.open("wb") as dst:
                     shutil.copyfileobj(src, dst, _CHUNK_BYTES)
-            class_dir = output_dir / cell_class
-            if not class_dir.exists():
-                os.replace(staging, class_dir)
+            if not destination.exists():
+                os.replace(staging, destination)
             else:
                 for _, relpath in plan:
-                    target = class_dir / relpath
+                    target = destination / relpath
                     if target.is_file() and _same_content(staging / relpath, target):
                         continue
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -306,27 +337,24 @@ def extract_class_zip(zip_path: Path, cell_class: str, output_dir: Path, work_di
     return sorted(relpath for _, relpath in plan)
 
 
-def _read_marker(output_dir: Path) -> dict:
+def _read_marker(output_dir: Path, record: str) -> dict:
     try:
         marker = json.loads((output_dir / MARKER_NAME).read_text())
     except (OSError, ValueError):
         return {}
-    return marker.get("classes", {}) if marker.get("record") == ZENODO_RECORD else {}
+    return marker.get("classes", {}) if marker.get("record") == record else {}
 
 
-def _write_marker(output_dir: Path, classes: dict) -> None:
-    tmp = output_dir / f"{MARKER_NAME}.tmp"
-    tmp.write_text(json.dumps({"record": ZENODO_RECORD, "classes": classes}, indent=1, sort_keys=True))
-    os.replace(tmp, output_dir / MARKER_NAME)
+def _write_marker(output_dir: Path, record: str, classes: dict) -> None:
+    atomic.write_text(output_dir / MARKER_NAME, json.dumps({"record": record, "classes": classes}, indent=1, sort_keys=True))
 
 
-def _already_fetched(done: dict, file: RecordFile, output_dir: Path) -> bool:
-    """A class counts as fetched when the marker has the same zip checksum and all its files exist."""
+def _already_fetched(done: dict, file: RecordFile, destination: Path) -> bool:
+    """A zip counts as fetched when the marker has the same checksum and all its files exist."""
     entry = done.get(file.cell_class)
     if not entry or entry.get("checksum") != file.checksum:
         return False
-    class_dir = output_dir / file.cell_class
-    return all((class_dir / relpath).is_file() for relpath in entry.get("files", []))
+    return all((destination / relpath).is_file() for relpath in entry.get("files", []))
 
 
 def download_mll23(
@@ -350,20 +378,40 @@ def download_mll23(
     if missing:
         raise HemaError(f"Zenodo record {ZENODO_RECORD} at {base} has no zip for: {', '.join(missing)}")
 
+    _fetch_zips(output_dir, ZENODO_RECORD, [(record_files[c], c, output_dir / c) for c in wanted], retries, sleep)
+    return output_dir
+
+
+def download_acevedo20(
+    output_dir: Path, *, base_url: str | None = None, retries: int = 5, sleep: Callable[[float], None] = time.sleep
+) -> Path:
+    """Download Acevedo20 (the PBC dataset) from Mendeley Data into output_dir/<folder>/; returns output_dir."""
+    base = mendeley_base_url(base_url)
+    url = f"{base}/public-api/datasets/{MENDELEY_DATASET}/files?folder_id=root&version={MENDELEY_VERSION}"
+    listing = fetch_json(url, f"Mendeley Data dataset {MENDELEY_DATASET} at {base}", retries, sleep)
+    file = parse_mendeley_files(listing if isinstance(listing, list) else [], base)
+    output_dir = Path(output_dir)
+    _fetch_zips(output_dir, f"mendeley:{MENDELEY_DATASET}.{MENDELEY_VERSION}", [(file, None, output_dir)], retries, sleep)
+    return output_dir
+
+
+def _fetch_zips(
+    output_dir: Path, record: str, zips: list[tuple[RecordFile, str | None, Path]], retries: int,
+    sleep: Callable[[float], None],
+) -> None:
+    """Download, verify and extract each (file, top folder to drop, destination), skipping those already done."""
     work_dir = output_dir / WORK_DIR_NAME
     work_dir.mkdir(parents=True, exist_ok=True)
-    done = _read_marker(output_dir)
-    for cell_class in wanted:
-        file = record_files[cell_class]
-        if _already_fetched(done, file, output_dir):
-            log.info("%s: already downloaded, skipped", cell_class)
+    done = _read_marker(output_dir, record)
+    for file, top, destination in zips:
+        if _already_fetched(done, file, destination):
+            log.info("%s: already downloaded, skipped", file.key)
             continue
         zip_path = download_zip(file, work_dir, retries, sleep)
-        relpaths = extract_class_zip(zip_path, cell_class, output_dir, work_dir)
-        done[cell_class] = {"checksum": file.checksum, "files": relpaths}
-        _write_marker(output_dir, done)
+        relpaths = extract_zip(zip_path, top, destination, work_dir)
+        done[file.cell_class] = {"checksum": file.checksum, "files": relpaths}
+        _write_marker(output_dir, record, done)
         zip_path.unlink()
-        log.info("%s: %d files extracted", cell_class, len(relpaths))
+        log.info("%s: %d files extracted", file.key, len(relpaths))
     if not any(work_dir.iterdir()):
         work_dir.rmdir()
-    return output_dir

@@ -13,19 +13,18 @@ from typing import Sequence
 import numpy as np
 
 from hema.splits import SPLITS
-from hema.taxonomy import CELL_CLASSES
 
 SPLIT_COLOURS = {"train": "#4C72B0", "validation": "#DD8452", "test": "#55A868"}
 
 
-def class_distribution(rows: Sequence[object], path: Path, title: str) -> None:
+def class_distribution(rows: Sequence[object], classes: Sequence[str], path: Path, title: str) -> None:
     """Stacked bars of images per class and split, largest class on top, each bar labelled with its total.
 
     A linear axis keeps the stacked shares honest; the labels keep the smallest classes readable.
     """
     counts = Counter((r.cell_class, r.split) for r in rows)
-    totals = {c: sum(counts[c, s] for s in SPLITS) for c in CELL_CLASSES}
-    order = sorted(CELL_CLASSES, key=lambda c: (totals[c], c))
+    totals = {c: sum(counts[c, s] for s in SPLITS) for c in classes}
+    order = sorted(classes, key=lambda c: (totals[c], c))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 6.5), dpi=110)
     left = np.zeros(len(order))

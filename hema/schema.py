@@ -1,26 +1,34 @@
-"""The published columns: one schema for every build, and the one function that fills a row of it."""
+"""The published columns: one schema for every source, and the one function that fills a row of it.
+
+Every source has the same columns; `label` names its own classes, and a source may add ClassLabel
+columns of its own right after `label` (Acevedo20's `fine_label`, Matek19's re-annotations).
+"""
 
 from __future__ import annotations
 
 import datasets
 
-from hema.taxonomy import CELL_CLASSES, HARMONISED_CLASSES
+from hema.taxonomy import HARMONISED_CLASSES
 
-FEATURES = datasets.Features(
-    {
-        "image": datasets.Image(mode="RGB"),
-        "label": datasets.ClassLabel(names=list(CELL_CLASSES)),
-        "image_id": datasets.Value("string"),
-        "pixel_sha256": datasets.Value("string"),
-        "phash": datasets.Value("string"),
-        "dup_group": datasets.Value("int64"),
-        "dup_group_size": datasets.Value("int64"),
-        "dup_kind": datasets.Value("string"),
-        "label_conflict": datasets.Value("bool"),
-        "dup_representative": datasets.Value("bool"),
-        "harmonised_label": datasets.ClassLabel(names=list(HARMONISED_CLASSES)),
-    }
-)
+
+def features(source) -> datasets.Features:
+    """The Features of a build of `source` (a hema.source.Source)."""
+    return datasets.Features(
+        {
+            "image": datasets.Image(mode="RGB"),
+            "label": datasets.ClassLabel(names=list(source.classes)),
+            **source.extra_features,
+            "image_id": datasets.Value("string"),
+            "pixel_sha256": datasets.Value("string"),
+            "phash": datasets.Value("string"),
+            "dup_group": datasets.Value("int64"),
+            "dup_group_size": datasets.Value("int64"),
+            "dup_kind": datasets.Value("string"),
+            "label_conflict": datasets.Value("bool"),
+            "dup_representative": datasets.Value("bool"),
+            "harmonised_label": datasets.ClassLabel(names=list(HARMONISED_CLASSES)),
+        }
+    )
 
 
 def example(row, image: bytes) -> dict:
@@ -28,6 +36,7 @@ def example(row, image: bytes) -> dict:
     return {
         "image": {"bytes": image, "path": row.stored_name},
         "label": row.label,
+        **row.extra,
         "image_id": row.image_id,
         "pixel_sha256": row.pixel_sha256,
         "phash": row.phash,

@@ -20,7 +20,7 @@ from hema.training import looks_like_path
 def demo_dataset(per_class: int) -> str:
     """The synthetic sample, drawn and built once into the cache (hema.sample + the MLL23 builder)."""
     from hema.build import is_build
-    from hema.mll23 import MLL23
+    from hema.sources.mll23 import MLL23
     from hema.sample import ensure_sample
 
     sample = ensure_sample(per_class=per_class, seed=0)

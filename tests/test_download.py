@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import zipfile
 from pathlib import Path
@@ -187,3 +188,49 @@ def test_plan_strips_only_a_top_folder_named_after_the_class() -> None:
     assert plan(["other/a.TIF"]) == ["other/a.TIF"]
     with pytest.raises(HemaError, match="no cell images"):
         plan(["__MACOSX/._a.TIF"])
+
+
+# ----------------------------------------------------------------------------- Acevedo20 from Mendeley Data
+
+
+def pbc_zip(files: dict[str, bytes]) -> bytes:
+    """The PBC archive's shape: the 8 class folders inside one top folder, with macOS litter."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(f"PBC_dataset_normal_DIB/{name}", content)
+        archive.writestr("__MACOSX/PBC_dataset_normal_DIB/._basophil", b"resource fork")
+    return buffer.getvalue()
+
+
+def test_acevedo20_download_resumes_verifies_and_builds(zenodo: ZenodoEmulator, tmp_path: Path, monkeypatch) -> None:
+    from hema.download import download_acevedo20
+    from hema.sources.acevedo20 import Acevedo20
+
+    monkeypatch.setenv("HEMA_MENDELEY_URL", zenodo.url)
+    cells = {}
+    for folder, prefix in (("basophil", "BA"), ("neutrophil", "SNE"), ("ig", "MY")):
+        for name, data in tiny_tifs(folder, 3, size=16).items():
+            cells[f"{folder}/{prefix}_{name.split('_')[-1].replace('.TIF', '.png')}"] = data
+    zenodo.files["PBC_dataset_normal_DIB.zip"] = pbc_zip(cells)
+    zenodo.files["readme.txt"] = b"not the archive"
+    zenodo.drop_after["PBC_dataset_normal_DIB.zip"] = 500  # the first try breaks off: the next one resumes
+    out = tmp_path / "acevedo20"
+    download_acevedo20(out, sleep=Sleeps())
+    got = tree(out)
+    del got[MARKER_NAME]
+    assert got == cells  # the top folder dropped, no __MACOSX, no work dir left
+    ranges = [r[2] for r in zenodo.requests if r[1].endswith("/file_downloaded")]
+    assert ranges == [None, "bytes=500-"]
+    download_acevedo20(out, sleep=Sleeps())  # a re-run downloads nothing
+    assert len([r for r in zenodo.requests if r[1].endswith("/file_downloaded")]) == 2
+
+    zenodo.bad_checksum.add("PBC_dataset_normal_DIB.zip")
+    with pytest.raises(HemaError, match="checksum mismatch"):
+        download_acevedo20(tmp_path / "again", sleep=Sleeps())
+
+    zenodo.bad_checksum.clear()
+    builder = Acevedo20(cache_dir=str(tmp_path / "cache"))  # no data_dir: the builder downloads first
+    builder.download_and_prepare()
+    ds = builder.as_dataset()
+    assert sum(len(ds[s]) for s in ds) == len(cells)

@@ -1,9 +1,12 @@
-"""A local stand-in for Zenodo's record API, with switches to make it fail the ways the real one can.
+"""A local stand-in for the repositories hema downloads from, with switches to fail the ways they can.
 
-It serves `/api/records/<record>` (JSON of the shape zenodo.org answers: a `files` list with key,
-size, "md5:" checksum and links.self) and each file at `links.self` with HTTP Range support.
-Faults: answer 503 a number of times, drop the connection part-way through a file, or publish a
-wrong checksum. Clients select it with HEMA_ZENODO_URL=<url>.
+Zenodo's record API: `/api/records/<record>` (JSON of the shape zenodo.org answers: a `files` list
+with key, size, "md5:" checksum and links.self) and each file at `links.self`. Mendeley Data's
+public API: `/public-api/datasets/<id>/files?folder_id=root&version=<v>` (a list of files with
+filename, size and content_details.download_url / sha256_hash) and each file at its download_url.
+Files are served with HTTP Range support. Faults: answer 503 a number of times, drop the connection
+part-way through a file, or publish a wrong checksum. Clients select it with HEMA_ZENODO_URL or
+HEMA_MENDELEY_URL=<url>.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import zipfile
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from hema.download import ZENODO_RECORD
+from hema.download import MENDELEY_DATASET, MENDELEY_VERSION, ZENODO_RECORD
 from tests.loopback import ServedInBackground
 
 
@@ -79,6 +82,16 @@ class ZenodoEmulator(ServedInBackground):
             entries.append({"id": hashlib.sha1(key.encode()).hexdigest(), "key": key, "size": len(content), "checksum": f"md5:{md5}", "links": {"self": link}})
         return {"id": int(ZENODO_RECORD), "recid": ZENODO_RECORD, "metadata": {"title": "MLL23 (emulated)"}, "files": entries}
 
+    def mendeley_files(self) -> list:
+        """The file list, in the shape of data.mendeley.com/public-api/datasets/<id>/files."""
+        entries = []
+        for key, content in self.files.items():
+            sha256 = hashlib.sha256(content + (b"corrupt" if key in self.bad_checksum else b"")).hexdigest()
+            url = f"{self.url}/public-files/datasets/{MENDELEY_DATASET}/files/{key}/file_downloaded"
+            entries.append({"id": key, "filename": key, "size": len(content),
+                            "content_details": {"download_url": url, "sha256_hash": sha256, "size": len(content)}})
+        return entries
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         emulator = self
 
@@ -105,7 +118,11 @@ class ZenodoEmulator(ServedInBackground):
                     return self._answer(503, b"Service Unavailable")
                 if self.path == f"/api/records/{ZENODO_RECORD}":
                     return self._answer(200, json.dumps(emulator.record()).encode(), {"Content-Type": "application/json"})
-                m = re.fullmatch(rf"/api/records/{ZENODO_RECORD}/files/([^/]+)/content", self.path)
+                listing = f"/public-api/datasets/{MENDELEY_DATASET}/files?folder_id=root&version={MENDELEY_VERSION}"
+                if self.path == listing:
+                    return self._answer(200, json.dumps(emulator.mendeley_files()).encode(), {"Content-Type": "application/json"})
+                m = re.fullmatch(rf"/api/records/{ZENODO_RECORD}/files/([^/]+)/content", self.path) or re.fullmatch(
+                    rf"/public-files/datasets/{MENDELEY_DATASET}/files/([^/]+)/file_downloaded", self.path)
                 if not m or m[1] not in emulator.files:
                     return self._answer(404, b'{"status": 404, "message": "not found"}')
                 self._send_file(m[1], emulator.files[m[1]])

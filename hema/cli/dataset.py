@@ -1,7 +1,7 @@
-"""hema-dataset: build MLL23 as a Hugging Face dataset (Parquet + card) and publish it.
+"""hema-dataset: build MLL23, Acevedo20 or Matek19 as a Hugging Face dataset (Parquet + card) and publish it.
 
-Subcommands: sample (the offline synthetic sample in the MLL23 layout), build (raw class folders to
-a hub-ready folder), dedup (duplicates in any labelled folder), download (the Zenodo zips), push
+Subcommands: sample (the offline synthetic sample in the MLL23 layout), build (a raw folder in a
+source's own layout to a hub-ready folder), dedup (duplicates in any labelled folder), download (the Zenodo zips), push
 (a built folder to the Hub). The top-level hema_dataset.py runs the same command line.
 """
 
@@ -19,7 +19,7 @@ from hema.build import commit_message, read_build_info, set_repo_id, write_dedup
 from hema.build_config import BUILD_PARAMETERS
 from hema.catalog import decode_entries
 from hema.cli import add_dataclass_arguments, run
-from hema.mll23 import MLL23
+from hema.sources import BUILDERS, DEFAULT_SOURCE
 from hema.scan import scan_class_folders
 
 
@@ -35,7 +35,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
 def _cmd_build(args: argparse.Namespace) -> None:
     parameters = {f.name: getattr(args, f.name) for f in BUILD_PARAMETERS}
-    summary = MLL23.build_folder(Path(args.data_dir), Path(args.output_dir), num_proc=args.num_proc, **parameters)
+    builder = BUILDERS[args.source]
+    summary = builder.build_folder(Path(args.data_dir), Path(args.output_dir), num_proc=args.num_proc, **parameters)
     print(summary.describe())
 
 
@@ -58,11 +59,15 @@ def _cmd_dedup(args: argparse.Namespace) -> None:
 
 
 def _cmd_download(args: argparse.Namespace) -> None:
-    from hema.download import download_mll23
+    from hema.download import download_acevedo20, download_mll23
 
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    out = download_mll23(Path(args.output_dir), classes, base_url=args.zenodo_url)
-    print(f"MLL23 raw class folders are in {out}; next: hema-dataset build --data-dir {out} --output-dir OUT")
+    if args.source == "acevedo20":
+        out = download_acevedo20(Path(args.output_dir), base_url=args.mendeley_url)
+    else:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+        out = download_mll23(Path(args.output_dir), classes, base_url=args.zenodo_url)
+    print(f"{args.source} raw class folders are in {out}; next: "
+          f"hema-dataset build --source {args.source} --data-dir {out} --output-dir OUT")
 
 
 def _cmd_push(args: argparse.Namespace) -> None:
@@ -94,7 +99,10 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("build", help="build the hub-ready dataset folder (Parquet + card)")
-    p.add_argument("--data-dir", required=True, help="folder of MLL23 class folders")
+    p.add_argument("--source", choices=sorted(BUILDERS), default=DEFAULT_SOURCE,
+                   help=f"which dataset the raw folder holds, in its own layout (default {DEFAULT_SOURCE})")
+    p.add_argument("--data-dir", required=True, help="the raw folder: class folders (mll23, acevedo20) or the TCIA "
+                   "download holding annotations.dat (matek19)")
     p.add_argument("--output-dir", required=True, help="replaced only when the build succeeds")
     add_dataclass_arguments(p, BUILD_PARAMETERS)
     p.add_argument("--num-proc", type=int, default=None, help="decoding processes (default: all cores)")
@@ -106,10 +114,13 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--num-proc", type=int, default=None, help="decoding processes (default: all cores)")
     p.set_defaults(func=_cmd_dedup)
 
-    p = sub.add_parser("download", help="download the real MLL23 class zips from Zenodo and extract them")
+    p = sub.add_parser("download", help="download a source's archives (MLL23 from Zenodo, Acevedo20 from Mendeley Data) and extract them")
+    p.add_argument("--source", choices=["mll23", "acevedo20"], default=DEFAULT_SOURCE,
+                   help="Matek19 is served by TCIA's own tools: download it with those")
     p.add_argument("--output-dir", required=True, help="receives one folder per class (resumable)")
-    p.add_argument("--classes", help="comma-separated subset of the 18 classes (default: all, ~9.1 GB)")
+    p.add_argument("--classes", help="mll23: comma-separated subset of the 18 classes (default: all, ~9.1 GB)")
     p.add_argument("--zenodo-url", help="Zenodo base URL (default: $HEMA_ZENODO_URL or https://zenodo.org)")
+    p.add_argument("--mendeley-url", help="Mendeley Data base URL (default: $HEMA_MENDELEY_URL or https://data.mendeley.com)")
     p.set_defaults(func=_cmd_download)
 
     p = sub.add_parser("push", help="publish a built folder as a Hub dataset repo")
