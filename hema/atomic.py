@@ -1,7 +1,7 @@
 """Writing outputs so that a failed or killed run leaves the previous output intact and no litter.
 
 Three tools, used for every output hema writes:
-- `write_text` / `write_bytes`: a file replaced in one `os.replace`;
+- `replacing`, `write_text` / `write_bytes`: a file replaced in one `os.replace`;
 - `replace_dir`: a finished staging folder swapped in for a target folder, the old one put back if
   the swap fails half way (or, after a kill, by the next run);
 - `scratch_dir`: a hidden working folder beside an output, held by an exclusive `flock` for as long
@@ -26,15 +26,22 @@ _LOCK_NAME = ".lock"
 _PREVIOUS = "previous"  # the output being replaced, inside the scratch folder
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` in one step: readers see the old file or the new one, never a part."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write; it replaces `path` in one step if the block succeeds."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one step: readers see the old file or the new one, never a part."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text(path: Path, text: str) -> None:

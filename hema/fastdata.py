@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from hema import atomic
 from hema.errors import HemaError
 from hema.imaging import BadImageError, decode_rgb
 
@@ -55,9 +56,8 @@ def _write_cache(dataset, image_column: str, size: int, target: Path) -> None:
         except BadImageError as exc:
             raise HemaError(f"row {row} of the dataset ({len(raw)} rows) is not a decodable image ({exc})") from None
 
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(raw), 3, size, size))
-    try:
+    with atomic.replacing(target) as partial:
+        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(raw), 3, size, size))
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
             start = 0
             for chunk in raw.iter(batch_size=_DECODE_CHUNK):
@@ -66,9 +66,6 @@ def _write_cache(dataset, image_column: str, size: int, target: Path) -> None:
                 start += len(cells)
         array.flush()
         del array
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def decoded_images(dataset, image_column: str, size: int, cache_dir: Path) -> np.ndarray:
