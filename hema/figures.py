@@ -61,7 +61,10 @@ def image_pairs(
     plt.close(fig)
 
 
-def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path) -> None:
+def confusion_matrix(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
+    title: str = "Test confusion matrix (colour: share of the true class)",
+) -> None:
     """Row-normalised confusion matrix (colour: share of the true class; numbers: counts)."""
     counts = np.asarray(matrix)
     rows = counts.sum(axis=1, keepdims=True)
@@ -78,7 +81,30 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     ax.set_yticks(range(n), class_names, fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title("Test confusion matrix (colour: share of the true class)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def reliability_diagram(bins, path: Path, title: str) -> None:
+    """Accuracy against confidence per bin (hema.calibration.Reliability), with the diagonal of perfect calibration."""
+    n = len(bins.counts)
+    centres = (np.arange(n) + 0.5) / n
+    accuracy = np.nan_to_num(np.asarray(bins.accuracy, dtype=float))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    ax.bar(centres, accuracy, width=1 / n, edgecolor="black", color="#4C72B0", label="accuracy")
+    gap = np.nan_to_num(np.asarray(bins.confidence, dtype=float)) - accuracy
+    ax.bar(centres, gap, bottom=accuracy, width=1 / n, color="#DD8452", alpha=0.6,
+           label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-1)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

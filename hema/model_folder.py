@@ -16,7 +16,8 @@ from pathlib import Path
 
 from torch import nn
 
-from hema import figures, model_card
+from hema import atomic, evaluation, figures, model_card
+from hema.errors import HemaError
 from hema.training import LoadedModel
 
 PUBLISHED = ("model.safetensors", "config.json", "preprocessor_config.json", "all_results.json",
@@ -32,8 +33,11 @@ CARD_HYPERPARAMETERS = ("epochs", "max_steps", "batch_size", "total_batch_size",
 
 
 def write(out: Path, *, model: nn.Module, loaded: LoadedModel, run_config: dict, state: dict, test: dict,
-          class_names: Sequence[str], hardware: str, dataset_source: str) -> None:
-    """Write every published file into a staging folder, then move each into OUT, the card last."""
+          class_names: Sequence[str], hardware: str, dataset_source: str, evaluations: Sequence[dict] = ()) -> None:
+    """Write every published file into a staging folder, then move each into OUT, the card last.
+
+    `evaluations` are other datasets' scores (hema.evaluation.record); each gets its figures.
+    """
     from transformers import ViTImageProcessor
 
     staging = out / ".staging"
@@ -48,11 +52,15 @@ def write(out: Path, *, model: nn.Module, loaded: LoadedModel, run_config: dict,
     results = {"best_step": state["best_step"], "train_seconds": round(state["train_seconds"], 1),
                **{f"validation_{k}": v for k, v in state["best_validation"].items()},
                **{f"test_{k}": test[k] for k in SUMMARY_METRICS},
+               "test_ece": test["ece"],
                "test_per_class": test["per_class"], "test_confusion_matrix": test["confusion_matrix"]}
-    (staging / "all_results.json").write_text(json.dumps(results, indent=1))
     (staging / "training_args.json").write_text(json.dumps(run_config, indent=1, default=str))
     figures.confusion_matrix(test["confusion_matrix"], class_names, staging / model_card.CONFUSION_FIGURE)
-    inputs = card_inputs(out, model, loaded, run_config, state, test, hardware, dataset_source)
+    evaluations = [{**e, "figures": list(evaluation.write_figures(staging, e))} for e in evaluations]
+    inputs = card_inputs(out, model, loaded, run_config, state, test, hardware, dataset_source, evaluations)
+    base = {**model_card.in_domain(inputs), "dataset": inputs.dataset_id, "split": "test", "in_domain": True}
+    results["datasets"] = {e["dataset"]: e for e in [base, *evaluations]}
+    (staging / "all_results.json").write_text(json.dumps(results, indent=1))
     model_card.render(inputs).save(staging / "README.md")
     for path in sorted(staging.iterdir(), key=lambda p: p.name == "README.md"):
         os.replace(path, out / path.name)
@@ -60,7 +68,7 @@ def write(out: Path, *, model: nn.Module, loaded: LoadedModel, run_config: dict,
 
 
 def card_inputs(out: Path, model: nn.Module, loaded: LoadedModel, run_config: dict, state: dict, test: dict,
-                hardware: str, dataset_source: str) -> model_card.CardInputs:
+                hardware: str, dataset_source: str, evaluations: Sequence[dict] = ()) -> model_card.CardInputs:
     """What the card says, from the run; the dataset's own card adds its pretty name and synthetic tag."""
     from huggingface_hub import DatasetCard
 
@@ -94,4 +102,24 @@ def card_inputs(out: Path, model: nn.Module, loaded: LoadedModel, run_config: di
         hyperparameters={k: run_config[k] for k in CARD_HYPERPARAMETERS if run_config.get(k) is not None},
         training_time=f"{state['train_seconds'] / 60:.1f} minutes", hardware=hardware,
         tags=["synthetic"] if "synthetic" in tags else [],
+        evaluations=list(evaluations),
     )
+
+
+def add_evaluation(folder: Path, record: dict) -> None:
+    """Add (or replace) one other dataset's evaluation in a model folder: figures, all_results.json, card."""
+    results_path = Path(folder) / "all_results.json"
+    if not results_path.is_file() or not (Path(folder) / "README.md").is_file():
+        raise HemaError(f"{folder} is not a model folder written by hema-train (no all_results.json or README.md)")
+    results = json.loads(results_path.read_text())
+    datasets = results.get("datasets") or {}
+    base = next((e for e in datasets.values() if e.get("in_domain")), None)
+    if base is None:
+        raise HemaError(f"{results_path} has no in-domain test result to compare with")
+    record = {**record, "figures": list(evaluation.write_figures(Path(folder), record))}
+    datasets[record["dataset"]] = record
+    results["datasets"] = datasets
+    others = [e for e in datasets.values() if not e.get("in_domain")]
+    base_results = model_card.results_of(base["dataset"], base["dataset_name"], base["config"], "test", base)
+    model_card.update_evaluations(Path(folder) / "README.md", base, others, base_results)
+    atomic.write_text(results_path, json.dumps(results, indent=1))

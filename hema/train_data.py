@@ -33,9 +33,9 @@ def demo_dataset(per_class: int) -> str:
     return str(built)
 
 
-def load_splits(source: str, config: str, label_column: str,
-                image_column: str) -> tuple[dict[str, datasets.Dataset], tuple[str, ...]]:
-    """train/validation/test of a built folder or Hub dataset, and the class names of `label_column`.
+def load_splits(source: str, config: str, label_column: str, image_column: str,
+                splits: tuple[str, ...] = SPLITS) -> tuple[dict[str, datasets.Dataset], tuple[str, ...]]:
+    """The `splits` (train/validation/test) of a built folder or Hub dataset, and the class names of `label_column`.
 
     Rows without a class in that column (harmonised_label -1 for the MLL23-only classes, when the
     default config is trained on harmonised labels) are left out.
@@ -46,14 +46,14 @@ def load_splits(source: str, config: str, label_column: str,
     if not folder.exists() and looks_like_path(source):
         raise HemaError(f"--dataset {source}: no such folder")
     try:
-        splits = datasets.load_dataset(str(folder) if folder.is_dir() else source, config)
+        loaded = datasets.load_dataset(str(folder) if folder.is_dir() else source, config)
     except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:  # OSError: unreachable Hub
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise HemaError(f"--dataset {source} (config {config}): cannot load it ({first})") from None
-    missing = set(SPLITS) - set(splits)
+    missing = set(splits) - set(loaded)
     if missing:
-        raise HemaError(f"--dataset {source} has no {', '.join(sorted(missing))} split (found: {', '.join(splits)})")
-    features = splits["train"].features
+        raise HemaError(f"--dataset {source} has no {', '.join(sorted(missing))} split (found: {', '.join(loaded)})")
+    features = loaded[splits[0]].features
     if not isinstance(features.get(label_column), datasets.ClassLabel):
         columns = ", ".join(f"{k} ({type(v).__name__})" for k, v in features.items())
         raise HemaError(f"--dataset {source} has no ClassLabel column {label_column!r} to train on "
@@ -61,8 +61,8 @@ def load_splits(source: str, config: str, label_column: str,
     if not isinstance(features.get(image_column), datasets.Image):
         raise HemaError(f"--dataset {source} has no Image column {image_column!r}; pick one with --image-column")
     labelled = {}
-    for name in SPLITS:
-        split = splits[name]
+    for name in splits:
+        split = loaded[name]
         if min(split.unique(label_column), default=0) < 0:
             split = split.filter(lambda y: np.greater_equal(y, 0), input_columns=label_column, batched=True)
         labelled[name] = split

@@ -93,6 +93,38 @@ def load_model(ref: str, class_names: Sequence[str], image_size: int | None) -> 
                        base_model=None if local else ref, random_init=not has_weights, notes=notes)
 
 
+@dataclass
+class TrainedModel:
+    """A finished classifier as it is published: its own head and classes, for evaluation."""
+
+    model: nn.Module
+    class_names: tuple[str, ...]
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    image_size: int
+
+
+def load_trained(ref: str) -> TrainedModel:
+    """An image classifier from a model folder or Hub id, with the class names of its head."""
+    from transformers import AutoModelForImageClassification
+
+    folder = Path(ref).expanduser()
+    local = folder.is_dir()
+    if not local and looks_like_path(ref):
+        raise HemaError(f"model {ref}: no such folder")
+    source = str(folder) if local else ref
+    try:
+        model = AutoModelForImageClassification.from_pretrained(source, attn_implementation="sdpa")
+    except (OSError, ValueError) as exc:
+        raise HemaError(f"model {ref}: cannot load it as an image classifier ({_first_line(exc)})") from None
+    classes = _head_classes(model.config)
+    size = _image_size(model)
+    if not classes or not size:
+        raise HemaError(f"model {ref} states no class names or input size in its config")
+    mean, std = _normalisation(source, local, folder)
+    return TrainedModel(model, tuple(classes), mean, std, size)
+
+
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 

@@ -76,6 +76,9 @@ def test_wheel_runs_the_command_lines_from_an_empty_folder(fresh_env: Path, tmp_
     assert "test_macro_f1" in json.loads((model / "all_results.json").read_text())
     assert "Trained from random initialisation" in (model / "README.md").read_text()  # the packaged template
 
+    scored = run(fresh_env, "hema-evaluate", "--model", str(model), "--dataset", "built", cwd=tmp_path)
+    assert "macro_f1" in scored and "basophil" in scored
+
 
 def test_console_scripts_give_one_line_errors(fresh_env: Path, tmp_path: Path) -> None:
     result = subprocess.run([str(fresh_env / "bin" / "hema-dataset"), "build", "--data-dir", "absent", "--output-dir", "out"],

@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     d.add_argument("--dataset-config", default=DEFAULT_CONFIG, help=" | ".join(VIEWS))
     d.add_argument("--label-column", help="ClassLabel column (default: the config's, e.g. harmonised_label for harmonised)")
     d.add_argument("--image-column", default="image")
+    d.add_argument("--eval-dataset", action="append", default=[], metavar="SOURCE",
+                   help="after training, also test on this dataset's test split (Hub id or built folder, same "
+                   "--dataset-config; repeatable): e.g. the harmonised view of another source")
+    d.add_argument("--no-match-field", dest="match_field", action="store_false",
+                   help="evaluate other datasets as stored, not brought to the training images' field of view")
     d.add_argument("--cache-dir", help="decoded-image cache (default: $HEMA_CACHE or ~/.cache/hema, /decoded)")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="Hub id or local folder; a folder with only config.json is randomly "
@@ -118,7 +123,7 @@ def train(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    from hema import checkpoints, fastdata, model_folder, train_data, training
+    from hema import calibration, checkpoints, evaluation, fastdata, model_folder, train_data, training
     from hema.cache import cache_root
     from hema.errors import HemaError
     from hema.model_folder import SUMMARY_METRICS
@@ -160,6 +165,10 @@ def train(args: argparse.Namespace) -> None:
         source = train_data.demo_dataset(DEMO_PER_CLASS) if args.demo else args.dataset
         splits, class_names = train_data.load_splits(source, args.dataset_config, args.label_column,
                                                      args.image_column)
+        # Other datasets to test on: opened and checked now, so a class mismatch stops before any training.
+        others = [evaluation.open_split(s, args.dataset_config, "test", args.label_column) for s in args.eval_dataset]
+    for other in others:
+        evaluation.check_classes(class_names, other)
     loaded = training.load_model(args.model, class_names, args.image_size)
     for note in loaded.notes:
         say(f"model: {note}")
@@ -220,18 +229,22 @@ def train(args: argparse.Namespace) -> None:
     def evaluate(split: str) -> dict:
         """Metrics of the current weights on a split, from all processes' predictions."""
         net.eval()
-        predictions, references = [], []
+        predictions, references, confidences = [], [], []
         with torch.no_grad():
             for rows in eval_dls[split]:
                 n = len(rows)  # pad the last batch: the compiled model keeps one static shape
                 padded = torch.cat([rows, rows[:1].repeat(eval_batch_size - n)]) if n < eval_batch_size else rows
-                logits = net(transform.evaluate(images[split].gather(padded)))[:n]
-                pred, ref = accelerator.gather_for_metrics((logits.argmax(-1), targets[split][rows.to(device)]))
+                logits = net(transform.evaluate(images[split].gather(padded)))[:n].float()
+                top = torch.softmax(logits, dim=-1).max(dim=-1)
+                pred, conf, ref = accelerator.gather_for_metrics((top.indices, top.values, targets[split][rows.to(device)]))
                 predictions.append(pred.cpu())
+                confidences.append(conf.cpu())
                 references.append(ref.cpu())
         net.train()
-        return metric.compute(predictions=torch.cat(predictions), references=torch.cat(references),
-                              class_names=list(class_names))
+        predicted, truth = torch.cat(predictions), torch.cat(references)
+        bins = calibration.reliability(torch.cat(confidences).numpy(), (predicted == truth).numpy())
+        return {**metric.compute(predictions=predicted, references=truth, class_names=list(class_names)),
+                "ece": bins.ece, "reliability": vars(bins)}
 
     say(f"training on {len(labels['train']):,} images ({len(labels['validation']):,} validation, "
         f"{len(labels['test']):,} test), {num_classes} classes, {max_steps} steps of "
@@ -290,9 +303,19 @@ def train(args: argparse.Namespace) -> None:
     test = evaluate("test")
     say(f"test (best validation step {state['best_step']}): " + summary(test))
     if accelerator.is_main_process:
-        model_folder.write(out, model=unwrap(accelerator, net), loaded=loaded, run_config=run_config, state=state,
+        trained = unwrap(accelerator, net)
+        field = evaluation.field_of_view_um(source, splits["train"])
+        setattr(trained.config, evaluation.FIELD_ATTRIBUTE, field)  # saved in config.json: other datasets can match it
+        evaluations = []
+        for other in others:
+            crop = evaluation.crop_fraction(field, other) if args.match_field else 1.0
+            scores = evaluation.evaluate(trained, image_size, loaded.image_mean, loaded.image_std, other, crop=crop,
+                                         device=str(accelerator.device))
+            evaluations.append(evaluation.record(other, scores, field_matched=args.match_field and field is not None))
+            say(f"{other.name} ({other.split}): " + summary(scores) + f", ECE {scores['ece']:.4f}")
+        model_folder.write(out, model=trained, loaded=loaded, run_config=run_config, state=state,
                            test=test, class_names=class_names, hardware=describe_hardware(accelerator),
-                           dataset_source=source)
+                           dataset_source=source, evaluations=evaluations)
         say(f"model folder: {out}")
         if args.push_to_hub:
             from hema import hub

@@ -1,0 +1,84 @@
+"""hema-evaluate: score any image classifier (a model folder or Hub id) on a built or Hub dataset split.
+
+    hema-evaluate --model outputs/vit-harmonised --dataset ORG/matek19 --dataset-config harmonised
+    hema-evaluate --model outputs/vit-harmonised --dataset built/acevedo20 --dataset-config harmonised --update-card
+
+Prints accuracy, balanced accuracy, macro and weighted F1, ECE and per-class scores. The dataset is
+brought to the model's training field of view when both record their scale (--no-match-field: as
+stored). With --update-card (a local model folder), the result joins the folder's all_results.json,
+model-index and domain-shift table, with its confusion matrix and reliability diagram; with
+--push-to-hub the folder is then uploaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in hema.cli.train: idle OpenMP threads must not spin
+
+from hema.cli import run  # noqa: E402
+from hema.errors import HemaError  # noqa: E402
+from hema.views import DEFAULT_CONFIG, VIEWS  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model folder or Hub id of an image-classification model")
+    p.add_argument("--dataset", required=True, help="built folder or Hub id of a dataset with the model's classes")
+    p.add_argument("--dataset-config", default=DEFAULT_CONFIG, help=" | ".join(VIEWS))
+    p.add_argument("--split", default="test")
+    p.add_argument("--label-column", help="ClassLabel column (default: the config's)")
+    p.add_argument("--no-match-field", dest="match_field", action="store_false",
+                   help="evaluate the images as stored, not brought to the model's training field of view")
+    p.add_argument("--update-card", action="store_true", help="add the result to the model folder's card and results")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="with --update-card: upload the model folder there")
+    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the `hf auth login` cache); never stored")
+    p.add_argument("--batch-device", default=None, help="torch device (default: cuda when available, else cpu)")
+    args = p.parse_args(argv)
+    if args.push_to_hub and not args.update_card:
+        p.error("--push-to-hub needs --update-card")
+    return args
+
+
+def evaluate_model(args: argparse.Namespace) -> None:
+    import torch
+
+    from hema import evaluation, model_folder, training
+
+    folder = Path(args.model).expanduser()
+    if args.update_card and not folder.is_dir():
+        raise HemaError(f"--update-card needs a local model folder; {args.model} is not one")
+    token = None
+    if args.push_to_hub:
+        from hema import hub
+
+        token = hub.resolve_token(args.token)
+        hub.check_write_access(args.push_to_hub, token, repo_type="model")
+    loaded = training.load_trained(args.model)
+    split = evaluation.open_split(args.dataset, args.dataset_config, args.split, args.label_column)
+    evaluation.check_classes(loaded.class_names, split)
+    field = getattr(loaded.model.config, evaluation.FIELD_ATTRIBUTE, None)
+    crop = evaluation.crop_fraction(field, split) if args.match_field else 1.0
+    device = args.batch_device or ("cuda" if torch.cuda.is_available() else "cpu")
+    scores = evaluation.evaluate(loaded.model, loaded.image_size, loaded.image_mean, loaded.image_std, split,
+                                 crop=crop, device=device)
+    result = evaluation.record(split, scores, field_matched=args.match_field and field is not None)
+    print(evaluation.describe(result))
+    if args.update_card:
+        model_folder.add_evaluation(folder, result)
+        print(f"added to {folder / 'README.md'} and {folder / 'all_results.json'}")
+    if args.push_to_hub:
+        from hema import hub
+
+        url = hub.push_folder(folder, args.push_to_hub, repo_type="model", token=token,
+                              commit_message=f"hema-evaluate: {split.name} macro-F1 {result['macro_f1']:.4f}",
+                              ignore_patterns=model_folder.PUSH_IGNORE)
+        print(f"pushed: {url}")
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    return run(evaluate_model, parse_args(argv, prog), interrupted="interrupted: nothing was written")
