@@ -9,6 +9,7 @@ macro and weighted F1, per-class scores, the confusion matrix and the expected c
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -23,9 +24,33 @@ from hema.errors import HemaError
 from hema.imaging import BadImageError, decode_rgb
 from hema.views import VIEWS
 
-#: Stored in the model's config.json: the width of the training images' field, in microns.
+#: Stored in the model's config.json: the width of the training images' field, in microns, and the
+#: per-channel mean and std of its training images (uint8 units, as the model sees them).
 FIELD_ATTRIBUTE = "hema_field_of_view_um"
+COLOUR_ATTRIBUTE = "hema_channel_stats"
 _BATCH = 64
+_SUMMARY = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "ece")
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Per-channel mean and std of a set of images (uint8 units): what stain re-standardisation matches."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, images: np.ndarray) -> "ChannelStats":
+        """Of N x 3 x H x W uint8 images, in chunks (a memory map of a whole split is fine)."""
+        total, sums, squares = 0, np.zeros(3), np.zeros(3)
+        for start in range(0, len(images), 256):
+            chunk = np.asarray(images[start : start + 256], dtype=np.float64)
+            total += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
+            sums += chunk.sum(axis=(0, 2, 3))
+            squares += (chunk**2).sum(axis=(0, 2, 3))
+        mean = sums / max(total, 1)
+        std = np.sqrt(np.maximum(squares / max(total, 1) - mean**2, 1e-6))
+        return cls(tuple(float(m) for m in mean), tuple(float(v) for v in std))
 
 
 @dataclass(frozen=True)
@@ -105,8 +130,15 @@ def crop_fraction(model_field_um: float | None, split: EvalSplit) -> float:
     return float(min(1.0, model_field_um / field))
 
 
-def evaluate(model, image_size: int, mean, std, split: EvalSplit, *, crop: float = 1.0, device: str = "cpu") -> dict:
-    """Scores of `model` (a transformers image classifier) on `split`, its images centre-cropped to `crop`."""
+def evaluate(
+    model, image_size: int, mean, std, split: EvalSplit, *, crop: float = 1.0, device: str = "cpu",
+    stain_target: ChannelStats | None = None,
+) -> dict:
+    """Scores of `model` (a transformers image classifier) on `split`, its images centre-cropped to `crop`.
+
+    With `stain_target` (the training images' ChannelStats), each channel of the split is first
+    re-standardised to the training set's mean and std (label-free, from the split's own statistics).
+    """
     import evaluate as hf_evaluate
     import torch
 
@@ -114,15 +146,21 @@ def evaluate(model, image_size: int, mean, std, split: EvalSplit, *, crop: float
 
     raw = split.rows.cast_column("image", _undecoded())
     labels = np.asarray(raw[split.label_column], dtype=np.int64)
+    shift = None
+    if stain_target is not None:
+        own = ChannelStats.of(_PreparedImages(raw, image_size, crop))
+        shift = (np.array(own.mean), np.array(own.std), np.array(stain_target.mean), np.array(stain_target.std))
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     probabilities = []
     model.eval().to(device)
     with torch.no_grad():
-        for start in range(0, len(raw), _BATCH):
-            cells = raw[start : start + _BATCH]["image"]
-            pixels = np.stack([_prepared(cell, image_size, crop, start + i) for i, cell in enumerate(cells)])
-            batch = (torch.from_numpy(pixels).float() / 255 - mean_t) / std_t
+        for pixels in _PreparedImages(raw, image_size, crop).batches():
+            values = pixels.astype(np.float32)
+            if shift is not None:
+                own_mean, own_std, target_mean, target_std = (x.reshape(1, 3, 1, 1) for x in shift)
+                values = np.clip((values - own_mean) / own_std * target_std + target_mean, 0, 255)
+            batch = (torch.from_numpy(values.astype(np.float32)) / 255 - mean_t) / std_t
             logits = model(pixel_values=batch.to(device)).logits.float()
             probabilities.append(torch.softmax(logits, dim=-1).cpu().numpy())
     probs = np.concatenate(probabilities)
@@ -131,6 +169,22 @@ def evaluate(model, image_size: int, mean, std, split: EvalSplit, *, crop: float
     scores = metric.compute(predictions=predictions, references=labels, class_names=list(split.class_names))
     bins = calibration.reliability(probs.max(axis=1), predictions == labels)
     return {**scores, "ece": bins.ece, "reliability": vars(bins), "images": int(len(labels)), "crop_fraction": crop}
+
+
+def score(
+    model, image_size: int, mean, std, split: EvalSplit, *, model_field_um: float | None, match_field: bool = True,
+    compare_field: bool = False, stain_target: ChannelStats | None = None, device: str = "cpu",
+) -> dict:
+    """The evaluation record of `split`: matched to the model's field of view unless told not to, with
+    the as-stored score beside it (`compare_field`) and the stain-re-standardised one (`stain_target`)."""
+    crop = crop_fraction(model_field_um, split) if match_field else 1.0
+    run = functools.partial(evaluate, model, image_size, mean, std, split, device=device)
+    scores = run(crop=crop)
+    if compare_field and crop < 1.0:
+        scores["as_stored"] = {k: v for k, v in run(crop=1.0).items() if k in _SUMMARY}
+    if stain_target is not None:
+        scores["stain_standardised"] = {k: v for k, v in run(crop=crop, stain_target=stain_target).items() if k in _SUMMARY}
+    return record(split, scores, field_matched=crop < 1.0 or (match_field and model_field_um is not None))
 
 
 def record(split: EvalSplit, scores: dict, *, field_matched: bool) -> dict:
@@ -178,6 +232,25 @@ def _first_width(rows) -> int:
     data = cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
     with Image.open(io.BytesIO(data)) as im:
         return im.size[0]
+
+
+class _PreparedImages:
+    """A split's images as the model sees them (cropped, resized, uint8 N x 3 x S x S), decoded batch by batch."""
+
+    def __init__(self, raw, size: int, crop: float):
+        self.raw, self.size, self.crop = raw, size, crop
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start = rows.start or 0
+        cells = self.raw[rows]["image"]
+        return np.stack([_prepared(cell, self.size, self.crop, start + i) for i, cell in enumerate(cells)])
+
+    def batches(self):
+        for start in range(0, len(self), _BATCH):
+            yield self[start : start + _BATCH]
 
 
 def _prepared(cell: dict, size: int, crop: float, row: int) -> np.ndarray:

@@ -29,7 +29,7 @@ from nbclient.exceptions import CellExecutionError
 from tests.conftest import REPO_ROOT, HubRunner, token_leaks
 from tests.hub_emulator import HubEmulator
 
-NOTEBOOKS = ("01_explore_mll23", "02_finetune_vit", "03_classify_cells")
+NOTEBOOKS = ("01_explore_mll23", "02_finetune_vit", "03_classify_cells", "04_does_it_transfer")
 DATASET_ID = "hema-org/mll23"
 MODEL_ID = "hema-org/vit-mll23-demo"
 #: The badge links to this very notebook on the main branch of the project's GitHub repository.

@@ -69,7 +69,7 @@ def test_training_evaluates_other_datasets_and_the_card_says_how_far_it_transfer
     built: Path, other_build: Path, sample_dir: Path, tmp_path: Path, capsys
 ) -> None:
     model = tmp_path / "model"
-    assert train(built, model, "--eval-dataset", str(other_build)) == 0
+    assert train(built, model, "--eval-dataset", str(other_build), "--compare-field", "--stain-standardise") == 0
     results = json.loads((model / "all_results.json").read_text())
     entries = results["datasets"]
     assert set(entries) == {built.name, other_build.name}
@@ -82,16 +82,21 @@ def test_training_evaluates_other_datasets_and_the_card_says_how_far_it_transfer
     section = (model / "README.md").read_text().split("<!-- hema:domain-shift -->")[1]
     other_name = entries[other_build.name]["dataset_name"]
     assert other_name in section and ("Acevedo20" in other_name or not ACEVEDO.is_dir())
-    figures = entries[other_build.name]["figures"]
+    other = entries[other_build.name]
+    assert 0 <= other["stain_standardised"]["macro_f1"] <= 1
+    assert ("as_stored" in other) == (other["crop_fraction"] < 1)  # a crop was made: the uncropped score beside it
+    assert f"{other['stain_standardised']['macro_f1']:.4f} |" in section
+    figures = other["figures"]
     assert all((model / f).is_file() for f in figures)
-    field = json.loads((model / "config.json").read_text())[evaluation.FIELD_ATTRIBUTE]
-    assert field == pytest.approx(25.0, rel=0.01)  # MLL23's 288 px at 0.0868 um
+    config = json.loads((model / "config.json").read_text())
+    assert config[evaluation.FIELD_ATTRIBUTE] == pytest.approx(25.0, rel=0.01)  # MLL23's 288 px at 0.0868 um
+    assert len(config[evaluation.COLOUR_ATTRIBUTE]["mean"]) == 3
 
     # hema-evaluate adds a third dataset to the same card and results.
     third = tmp_path / "third"
     MLL23.build_folder(sample_dir, third, seed=5)
     assert evaluate_cli.main(["--model", str(model), "--dataset", str(third), "--dataset-config", "harmonised",
-                              "--update-card"]) == 0
+                              "--update-card", "--stain-standardise"]) == 0
     assert "macro_f1" in capsys.readouterr().out
     entries = json.loads((model / "all_results.json").read_text())["datasets"]
     assert set(entries) == {built.name, other_build.name, third.name}

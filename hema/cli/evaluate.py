@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--label-column", help="ClassLabel column (default: the config's)")
     p.add_argument("--no-match-field", dest="match_field", action="store_false",
                    help="evaluate the images as stored, not brought to the model's training field of view")
+    p.add_argument("--compare-field", action="store_true", help="also report the images as stored, beside")
+    p.add_argument("--stain-standardise", action="store_true",
+                   help="also report with each colour channel re-standardised to the training set's (models trained by hema-train)")
     p.add_argument("--update-card", action="store_true", help="add the result to the model folder's card and results")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="with --update-card: upload the model folder there")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the `hf auth login` cache); never stored")
@@ -60,12 +63,16 @@ def evaluate_model(args: argparse.Namespace) -> None:
     loaded = training.load_trained(args.model)
     split = evaluation.open_split(args.dataset, args.dataset_config, args.split, args.label_column)
     evaluation.check_classes(loaded.class_names, split)
-    field = getattr(loaded.model.config, evaluation.FIELD_ATTRIBUTE, None)
-    crop = evaluation.crop_fraction(field, split) if args.match_field else 1.0
+    colour = getattr(loaded.model.config, evaluation.COLOUR_ATTRIBUTE, None)
+    if args.stain_standardise and colour is None:
+        raise HemaError(f"--stain-standardise: {args.model} records no training colour statistics (not made by hema-train)")
     device = args.batch_device or ("cuda" if torch.cuda.is_available() else "cpu")
-    scores = evaluation.evaluate(loaded.model, loaded.image_size, loaded.image_mean, loaded.image_std, split,
-                                 crop=crop, device=device)
-    result = evaluation.record(split, scores, field_matched=args.match_field and field is not None)
+    result = evaluation.score(
+        loaded.model, loaded.image_size, loaded.image_mean, loaded.image_std, split,
+        model_field_um=getattr(loaded.model.config, evaluation.FIELD_ATTRIBUTE, None), match_field=args.match_field,
+        compare_field=args.compare_field,
+        stain_target=evaluation.ChannelStats(**colour) if args.stain_standardise else None, device=device,
+    )
     print(evaluation.describe(result))
     if args.update_card:
         model_folder.add_evaluation(folder, result)

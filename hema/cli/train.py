@@ -58,6 +58,10 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    "--dataset-config; repeatable): e.g. the harmonised view of another source")
     d.add_argument("--no-match-field", dest="match_field", action="store_false",
                    help="evaluate other datasets as stored, not brought to the training images' field of view")
+    d.add_argument("--compare-field", action="store_true",
+                   help="also report other datasets as stored, beside the field-matched score")
+    d.add_argument("--stain-standardise", action="store_true",
+                   help="also report other datasets with each colour channel re-standardised to the training set's")
     d.add_argument("--cache-dir", help="decoded-image cache (default: $HEMA_CACHE or ~/.cache/hema, /decoded)")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="Hub id or local folder; a folder with only config.json is randomly "
@@ -304,15 +308,20 @@ def train(args: argparse.Namespace) -> None:
     say(f"test (best validation step {state['best_step']}): " + summary(test))
     if accelerator.is_main_process:
         trained = unwrap(accelerator, net)
+        # Saved in config.json, so that any later evaluation can match the field of view and the stain.
         field = evaluation.field_of_view_um(source, splits["train"])
-        setattr(trained.config, evaluation.FIELD_ATTRIBUTE, field)  # saved in config.json: other datasets can match it
+        colour = evaluation.ChannelStats.of(arrays["train"])
+        setattr(trained.config, evaluation.FIELD_ATTRIBUTE, field)
+        setattr(trained.config, evaluation.COLOUR_ATTRIBUTE, vars(colour))
         evaluations = []
         for other in others:
-            crop = evaluation.crop_fraction(field, other) if args.match_field else 1.0
-            scores = evaluation.evaluate(trained, image_size, loaded.image_mean, loaded.image_std, other, crop=crop,
-                                         device=str(accelerator.device))
-            evaluations.append(evaluation.record(other, scores, field_matched=args.match_field and field is not None))
-            say(f"{other.name} ({other.split}): " + summary(scores) + f", ECE {scores['ece']:.4f}")
+            result = evaluation.score(trained, image_size, loaded.image_mean, loaded.image_std, other,
+                                      model_field_um=field, match_field=args.match_field,
+                                      compare_field=args.compare_field,
+                                      stain_target=colour if args.stain_standardise else None,
+                                      device=str(accelerator.device))
+            evaluations.append(result)
+            say(f"{other.name} ({other.split}): " + summary(result) + f", ECE {result['ece']:.4f}")
         model_folder.write(out, model=trained, loaded=loaded, run_config=run_config, state=state,
                            test=test, class_names=class_names, hardware=describe_hardware(accelerator),
                            dataset_source=source, evaluations=evaluations)
