@@ -33,7 +33,7 @@ from hema.splits import SPLITS, assign_splits
 
 logger = logging.getLogger(__name__)
 
-CATALOG_VERSION = 3  # bump when what a row means changes: it is part of the build fingerprint
+CATALOG_VERSION = 4  # bump when what a row means changes: it is part of the build fingerprint
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,8 @@ def make_catalog(
     _, first_member = np.unique(groups, return_index=True)
     representative = np.zeros(len(labels), dtype=bool)
     representative[first_member[~conflict[first_member]]] = True
-    split = assign_splits(labels, groups, seed=config.seed, val_size=config.val_size, test_size=config.test_size)
+    split = assign_splits(labels, groups, seed=config.seed, val_size=config.val_size, test_size=config.test_size,
+                          conflict=conflict)
 
     rows = [
         CatalogRow(

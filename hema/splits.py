@@ -1,11 +1,17 @@
-"""Group-aware, label-stratified train/validation/test splits.
+"""Group-aware, label-stratified train/validation/test splits, with duplicates in every split.
 
 No patient or slide ids are published for MLL23, so splits are image-level; the one leak we can
-stop is a duplicate group straddling splits, hence whole dup_groups are assigned. Within each class,
-groups are shuffled by the seed and each goes to the split furthest below its target share (ties
-drawn by the seed), after
-one group each has been given to test and validation when the class has at least three groups (so
-a class as small as lymphocyte_reactive, 33 images, is present in every split).
+stop is a duplicate group straddling splits, hence whole dup_groups are assigned. Three passes:
+
+1. every class with at least three groups gives one of its smallest groups (first in the seed's
+   shuffled order on ties) to test and one to validation, so even lymphocyte_reactive (33 images)
+   is in every split;
+2. the multi-image groups, all classes together in the seed's shuffled order, each go to the split
+   furthest below its share of such groups, the conflicting ones and the others counted apart:
+   duplicates, and the borderline cells labelled twice, fall into train, validation and test in
+   the split shares, so that test scores include the hard cases;
+3. the single images of each class, shuffled, each go to the split furthest below its share of that
+   class's images (ties drawn by the seed), which brings every class to its target counts.
 """
 
 from __future__ import annotations
@@ -34,30 +40,46 @@ def group_labels(labels: np.ndarray, dup_group: np.ndarray) -> np.ndarray:
 
 
 def assign_splits(
-    labels: np.ndarray, dup_group: np.ndarray, *, seed: int, val_size: float, test_size: float
+    labels: np.ndarray, dup_group: np.ndarray, *, seed: int, val_size: float, test_size: float,
+    conflict: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Split index per image (0 train, 1 validation, 2 test), deterministic for a seed (fractions as checked by check_fractions)."""
+    """Split index per image (0 train, 1 validation, 2 test), deterministic for a seed.
+
+    `conflict` (per image) marks groups whose labels disagree: they are spread first. The fractions
+    are as check_fractions accepts them.
+    """
     labels, dup_group = np.asarray(labels), np.asarray(dup_group)
     sizes = np.bincount(dup_group)
     by_label = group_labels(labels, dup_group)
+    conflicted = np.zeros(len(sizes), dtype=bool)
+    if conflict is not None:
+        conflicted[dup_group[np.asarray(conflict, dtype=bool)]] = True
     shares = np.array([1 - val_size - test_size, val_size, test_size])
     rng = np.random.default_rng(seed)
-    group_split = np.zeros(len(sizes), dtype=np.int8)
-    for label in np.unique(by_label):
-        groups = rng.permutation(np.flatnonzero(by_label == label))
-        target = shares * sizes[groups].sum()
-        filled = np.zeros(3)
+    group_split = np.full(len(sizes), -1, dtype=np.int8)
+
+    def furthest_below(target: np.ndarray, filled: np.ndarray) -> int:
+        deficit = target - filled
+        return int(rng.choice(np.flatnonzero(deficit >= deficit.max() - 1e-9)))
+
+    order = {label: rng.permutation(np.flatnonzero(by_label == label)) for label in np.unique(by_label)}
+    for groups in order.values():  # 1. every class in every split
         if len(groups) >= 3:
-            # The two smallest groups (first in shuffled order on ties) seed test and validation.
-            seeds = groups[np.argsort(sizes[groups], kind="stable")[:2]]
-            for split, g in zip((2, 1), seeds):
+            for split, g in zip((2, 1), groups[np.argsort(sizes[groups], kind="stable")[:2]]):
                 group_split[g] = split
-                filled[split] += sizes[g]
-            groups = groups[~np.isin(groups, seeds)]
-        # Large groups first so they cannot overshoot a small split late; stable keeps the shuffle.
-        for g in groups[np.argsort(-sizes[groups], kind="stable")]:
-            deficit = target - filled
-            split = int(rng.choice(np.flatnonzero(deficit >= deficit.max() - 1e-9)))
+    multi = rng.permutation(np.flatnonzero((sizes > 1) & (group_split < 0)))
+    for stratum in (multi[conflicted[multi]], multi[~conflicted[multi]]):  # 2. duplicates in the split shares
+        filled = np.zeros(3)
+        for g in stratum:
+            split = furthest_below(shares * len(stratum), filled)
             group_split[g] = split
-            filled[split] += sizes[g]
+            filled[split] += 1
+    for groups in order.values():  # 3. single images fill each class up to its targets
+        target = shares * sizes[groups].sum()
+        placed = np.zeros(3)
+        np.add.at(placed, group_split[groups][group_split[groups] >= 0], sizes[groups][group_split[groups] >= 0])
+        for g in groups[group_split[groups] < 0]:
+            split = furthest_below(target, placed)
+            group_split[g] = split
+            placed[split] += sizes[g]
     return group_split[dup_group]

@@ -342,3 +342,32 @@ def test_card_metadata_uses_values_the_hub_accepts(built: Path) -> None:
         assert set(config) <= {"config_name", "data_files", "default", "filters"}
         for column, op, _ in config.get("filters", []):
             assert column in hema_dataset.FEATURES and op in ("==", ">=")
+
+
+def test_duplicate_groups_spread_over_the_splits_in_the_split_shares() -> None:
+    """Multi-image groups (conflicting ones too) fall into train/validation/test as 70/15/15, each whole."""
+    from hema.splits import assign_splits
+
+    rng = np.random.default_rng(3)
+    labels, groups, conflict = [], [], []
+    for label in range(18):
+        for _ in range(int(rng.integers(3, 400))):  # single images
+            labels.append(label), groups.append(len(groups)), conflict.append(False)
+    group = len(groups)
+    for g in range(300):  # duplicate groups of 2-4 images, one in five with a label conflict
+        size, label, conflicted = int(rng.integers(2, 5)), int(rng.integers(18)), g % 5 == 0
+        for k in range(size):
+            labels.append((label + k) % 18 if conflicted else label), groups.append(group), conflict.append(conflicted)
+        group += 1
+    labels, groups, conflict = np.array(labels), np.unique(groups, return_inverse=True)[1], np.array(conflict)
+    split = assign_splits(labels, groups, seed=7, val_size=0.15, test_size=0.15, conflict=conflict)
+    assert all(len(set(split[groups == g])) == 1 for g in np.unique(groups))  # every group whole
+    sizes = np.bincount(groups)
+    first = np.unique(groups, return_index=True)[1]
+    for kind in (sizes[groups[first]] > 1, (sizes[groups[first]] > 1) & conflict[first]):
+        share = np.bincount(split[first][kind], minlength=3) / kind.sum()
+        assert np.abs(share - [0.7, 0.15, 0.15]).max() < 0.05, share
+    for label in range(18):
+        assert set(split[labels == label]) == {0, 1, 2}
+    image_share = np.bincount(split, minlength=3) / len(split)
+    assert np.abs(image_share - [0.7, 0.15, 0.15]).max() < 0.01
