@@ -48,6 +48,11 @@ class CellImageBuilder(datasets.GeneratorBasedBuilder):
         """Where the raw class folders are when no data_dir is given (a source that can, downloads them)."""
         raise HemaError(f"{type(self).__name__} needs data_dir: the folder of raw class folders")
 
+    @staticmethod
+    def download_folder(dl_manager: datasets.DownloadManager, name: str) -> Path:
+        """A folder for a source's raw download in the datasets download cache (kept: downloads resume)."""
+        return Path(dl_manager.download_config.cache_dir or datasets.config.DOWNLOADED_DATASETS_PATH) / name
+
     def _split_generators(self, dl_manager):
         data_dir = Path(self.config.data_dir) if self.config.data_dir else self.raw_data_dir(dl_manager)
         catalog = make_catalog(data_dir, self.config, self.SOURCE)

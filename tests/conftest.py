@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ("tests.sample_fixtures",)
+pytest_plugins = ("tests.sample_fixtures", "tests.training_fixtures")
 
 from tests.hub_emulator import HubEmulator
 from tests.zenodo_emulator import ZenodoEmulator

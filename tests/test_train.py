@@ -36,13 +36,7 @@ TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, nu
             intermediate_size=64)
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Each in-process run gets its own Accelerate singletons and a private decode/sample cache."""
-    monkeypatch.setenv("HEMA_CACHE", str(tmp_path / "hema-cache"))
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from accelerate.state import AcceleratorState
 from huggingface_hub import ModelCard
 
 from hema import calibration, evaluation
@@ -36,12 +35,7 @@ def test_ece_of_known_cases() -> None:
     assert len(mixed.counts) == calibration.ECE_BINS == 15
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("HEMA_CACHE", str(tmp_path / "hema-cache"))
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")

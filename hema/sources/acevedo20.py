@@ -142,5 +142,4 @@ class Acevedo20(CellImageBuilder):
         """Fetch the PBC zip from Mendeley Data into the datasets download cache (resumable, verified)."""
         from hema.download import MENDELEY_DATASET, download_acevedo20
 
-        cache = Path(dl_manager.download_config.cache_dir or datasets.config.DOWNLOADED_DATASETS_PATH)
-        return download_acevedo20(cache / f"acevedo20_mendeley_{MENDELEY_DATASET}")
+        return download_acevedo20(self.download_folder(dl_manager, f"acevedo20_mendeley_{MENDELEY_DATASET}"))

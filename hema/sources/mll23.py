@@ -85,8 +85,7 @@ class MLL23(CellImageBuilder):
         """Fetch the class zips from Zenodo into the datasets download cache (resumable)."""
         from hema.download import ZENODO_RECORD, download_mll23
 
-        cache = Path(dl_manager.download_config.cache_dir or datasets.config.DOWNLOADED_DATASETS_PATH)
-        return download_mll23(cache / f"mll23_zenodo_{ZENODO_RECORD}")
+        return download_mll23(self.download_folder(dl_manager, f"mll23_zenodo_{ZENODO_RECORD}"))
 
 
 MLL23Config = MLL23.BUILDER_CONFIG_CLASS
