@@ -102,6 +102,7 @@ def push_folder(
     revision: str | None = None,
     commit_message: str,
     ignore_patterns: list[str] | None = None,
+    space_sdk: str | None = None,
 ) -> str:
     """Upload `folder` as one commit to `repo_id` (created if needed, on branch `revision`); returns its URL.
 
@@ -113,7 +114,8 @@ def push_folder(
     check_write_access(repo_id, token, repo_type)
     api = _api(token)
     with _hub_errors(f"pushing {folder} to {repo_type} {repo_id}", api.endpoint):
-        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, token=token)
+        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, token=token,
+                              space_sdk=space_sdk)
         if revision:
             api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True, token=token)
         api.upload_folder(

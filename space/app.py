@@ -1,0 +1,134 @@
+"""Blood-cell classifier demo (a Hugging Face Space): upload single-cell images, get the top-3 classes.
+
+Started the way a Space starts it, `python app.py`. The model comes from $HEMA_MODEL (a Hub id or a
+model folder written by hema-train), else from the first entry of `models:` in this Space's README;
+the port from Gradio's own $GRADIO_SERVER_PORT. The model's test scores (macro-F1, and the F1 of the
+predicted class) come from its all_results.json. Research use only: never for diagnosis.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import yaml
+from PIL import Image, UnidentifiedImageError
+from transformers import pipeline
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = sorted((HERE / "examples").glob("*.png"))
+MAX_FILE_BYTES = 20 * 1024 * 1024  # a single-cell crop is a few hundred kB
+MAX_SIDE = 4096  # pixels: larger is a whole slide or a mistake, not a cell
+TOP_K = 3
+NOTICE = (
+    "**Research use only: not a medical device, not for diagnosis or any clinical decision.** "
+    "The model was trained on single-cell crops of one laboratory's blood smears; "
+    "on other stains, scanners or magnifications its answers may be wrong with high confidence."
+)
+
+
+def model_id() -> str:
+    """$HEMA_MODEL, else the first model the Space's README declares."""
+    if os.environ.get("HEMA_MODEL"):
+        return os.environ["HEMA_MODEL"]
+    header = (HERE / "README.md").read_text(encoding="utf-8").split("---")[1]
+    return yaml.safe_load(header)["models"][0]
+
+
+def model_scores(model: str) -> dict:
+    """The model's test scores from its all_results.json (a folder's or the Hub repo's); {} when absent."""
+    path = Path(model) / "all_results.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(model, "all_results.json"))
+        except Exception:  # noqa: BLE001 - no results published, or the Hub unreachable: the page says so
+            return {}
+    results = json.loads(path.read_text())
+    return {
+        "macro_f1": results.get("test_macro_f1"),
+        "per_class_f1": {row["class"]: row["f1"] for row in results.get("test_per_class", [])},
+    }
+
+
+MODEL = model_id()
+CLASSIFIER = pipeline("image-classification", model=MODEL)
+SCORES = model_scores(MODEL)
+
+
+def open_cell(path: str) -> Image.Image:
+    """The upload as an RGB image, or ValueError with a sentence a person can act on."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError("the file is empty")
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"the file is {size / 1e6:.0f} MB; upload single-cell crops (at most {MAX_FILE_BYTES // 10**6} MB)")
+    try:
+        with Image.open(path) as image:
+            if max(image.size) > MAX_SIDE:
+                raise ValueError(f"the image is {image.size[0]}x{image.size[1]} pixels; upload single-cell crops")
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        raise ValueError("this is not an image that can be read (TIF, PNG or JPEG)") from None
+
+
+def classify(files: list[str] | None):
+    """Top-3 of the first readable image, a table of all, the table as CSV, and what went wrong."""
+    rows, problems = [], []
+    for path in files or []:
+        name = Path(path).name
+        try:
+            predictions = CLASSIFIER(open_cell(path), top_k=TOP_K)
+        except ValueError as err:
+            problems.append(f"- `{name}`: {err}")
+            continue
+        rows.append((name, predictions))
+    if not rows:
+        message = "\n".join(problems) or "Upload one or more single-cell images (TIF, PNG or JPEG), or pick an example."
+        return None, "", None, None, message
+    first = rows[0][1]
+    top = first[0]["label"]
+    f1 = SCORES.get("per_class_f1", {}).get(top)
+    summary = f"**Top class: {top}** ({first[0]['score']:.1%})"
+    if f1 is not None:
+        summary += f"; this model's test F1 for {top}: {f1:.3f}"
+    table = [[name] + [v for p in preds for v in (p["label"], round(p["score"], 4))] for name, preds in rows]
+    header = ["file"] + [f"{k}{i}" for i in range(1, TOP_K + 1) for k in ("class ", "probability ")]
+    out = Path(tempfile.mkdtemp(prefix="hema-space-")) / "predictions.csv"
+    with open(out, "w", newline="") as f:
+        csv.writer(f).writerows([header, *table])
+    return ({p["label"]: p["score"] for p in first}, summary, gr.update(value=table, headers=header), str(out),
+            "\n".join(problems))
+
+
+def describe_model() -> str:
+    macro = SCORES.get("macro_f1")
+    scored = f"test macro-F1 **{macro:.3f}**" if macro is not None else "no published test scores"
+    return f"Model: `{MODEL}` ({scored}; macro-F1 averages the F1 of every class alike, as the classes are very unequal)."
+
+
+with gr.Blocks(title="Blood-cell classifier") as demo:
+    gr.Markdown("# Blood-cell classifier\nUpload single-cell images of a peripheral-blood smear; see the most likely classes.")
+    gr.Markdown(NOTICE, elem_id="notice")
+    gr.Markdown(describe_model(), elem_id="model")
+    with gr.Row():
+        with gr.Column():
+            files = gr.File(label="Cell images (TIF, PNG, JPEG); several at once give a table",
+                            file_count="multiple", type="filepath", elem_id="upload")
+            if EXAMPLES:
+                gr.Examples([[[str(p)]] for p in EXAMPLES], inputs=files, label="Examples (synthetic cells)")
+        with gr.Column():
+            top = gr.Markdown(elem_id="top-class")
+            label = gr.Label(num_top_classes=TOP_K, label="Top 3 classes", elem_id="top-classes")
+            problems = gr.Markdown(elem_id="problems")
+    table = gr.Dataframe(label="All images", interactive=False, elem_id="table")
+    download = gr.File(label="Download the table (CSV)", elem_id="csv")
+    files.change(classify, inputs=files, outputs=[label, top, table, download, problems])
+
+if __name__ == "__main__":
+    demo.launch()

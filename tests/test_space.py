@@ -1,0 +1,138 @@
+"""The Space demo: started as a Space starts it, driven in headless Chromium; and published with hema-space push."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = REPO / "space"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not installed (tests/envs/make.sh installs them)"
+)
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
+
+def test_space_readme_has_the_yaml_a_space_needs() -> None:
+    header = yaml.safe_load((SPACE / "README.md").read_text().split("---")[1])
+    assert header["sdk"] == "gradio" and header["app_file"] == "app.py" and (SPACE / header["app_file"]).is_file()
+    assert str(header["sdk_version"]).count(".") == 2 and header["license"] and header["short_description"]
+    assert header["models"] and header["datasets"]
+    examples = sorted((SPACE / "examples").glob("*.png"))
+    assert len(examples) == 18 and all(p.stat().st_size < 100_000 for p in examples)  # one small synthetic cell per class
+
+
+@pytest.fixture(scope="module")
+def trained_model(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from accelerate.state import AcceleratorState
+
+    from hema.cli import train as train_cli
+    from hema.configs import VIT_TINY_DEMO
+
+    out = tmp_path_factory.mktemp("space-model") / "model"
+    AcceleratorState._reset_state(True)
+    assert train_cli.main(["--dataset", str(built), "--model", str(VIT_TINY_DEMO), "--output-dir", str(out),
+                           "--max-steps", "3", "--batch-size", "16", "--report-to", "none"]) == 0
+    AcceleratorState._reset_state(True)
+    return out
+
+
+@pytest.fixture
+def app(trained_model: Path, tmp_path: Path):
+    """`python app.py` with HEMA_MODEL and GRADIO_SERVER_PORT set, as a Space runs it; its URL once it serves."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | {
+        "HEMA_MODEL": str(trained_model), "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen([sys.executable, str(SPACE / "app.py")], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in process.stdout:  # the app says when it serves: no polling, no sleep
+            seen.append(line)
+            if "Running on local URL" in line:
+                break
+        else:
+            raise AssertionError("the app exited before serving:\n" + "".join(seen[-30:]))
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def browser(tmp_path: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def upload(driver, path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(path))
+
+
+@needs_browser
+def test_uploading_a_cell_in_chromium_shows_the_models_top_class(app: str, trained_model: Path, sample_dir: Path,
+                                                                tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+    from transformers import pipeline
+
+    cell = next(sample_dir.glob("neutrophil_segmented/*.TIF"))
+    expected = pipeline("image-classification", model=str(trained_model))(str(cell), top_k=1)[0]["label"]
+    junk = tmp_path / "not_a_cell.png"
+    junk.write_text("hello")
+    driver = browser(tmp_path)
+    try:
+        driver.get(app)
+        wait = WebDriverWait(driver, 120)
+        wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
+        assert "not for diagnosis" in driver.find_element(By.ID, "notice").text
+        assert "macro-F1" in driver.find_element(By.ID, "model").text
+        upload(driver, cell)
+        wait.until(seen.text_to_be_present_in_element((By.ID, "top-class"), f"Top class: {expected}"))
+        assert expected in driver.find_element(By.ID, "top-classes").text
+        driver.get(app)  # a fresh page: an upload that is not an image gives a sentence, not a traceback
+        wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
+        upload(driver, junk)
+        wait.until(seen.text_to_be_present_in_element((By.ID, "problems"), "not an image"))
+        assert "Traceback" not in driver.page_source
+    finally:
+        driver.quit()
+
+
+def test_hema_space_push_publishes_the_space_serving_the_model(run_with_hub, hub) -> None:
+    code = ("import sys; from hema.cli.space import main; "
+            "sys.exit(main(['push', '--model', 'hema-org/vit-cells', '--space', 'hema-org/blood-cells']))")
+    result = run_with_hub(code)
+    assert "hema-org/blood-cells" in result.stdout
+    repo = hub.state.repos[("space", "hema-org/blood-cells")].resolve("main")
+    files = set(repo.files)
+    assert {"app.py", "README.md", "requirements.txt", "examples/basophil.png"} <= files
+    readme = hub.state.read_object(repo.files["README.md"].sha256).decode()
+    header = yaml.safe_load(readme.split("---")[1])
+    assert header["models"] == ["hema-org/vit-cells"] and header["sdk"] == "gradio"
+    refused = run_with_hub(code, token="hf_wrong", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
