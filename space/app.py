@@ -2,8 +2,8 @@
 
 Started the way a Space starts it, `python app.py`. The model comes from $HEMA_MODEL (a Hub id or a
 model folder written by hema-train), else from the first entry of `models:` in this Space's README;
-the port from Gradio's own $GRADIO_SERVER_PORT. The model's test scores (macro-F1, and the F1 of the
-predicted class) come from its all_results.json. Research use only: never for diagnosis.
+the port from Gradio's own $GRADIO_SERVER_PORT. The model's test scores come from its card (macro-F1,
+from the model-index) and its all_results.json (the F1 of the predicted class). Research use only: never for diagnosis.
 """
 
 from __future__ import annotations
@@ -40,20 +40,23 @@ def model_id() -> str:
 
 
 def model_scores(model: str) -> dict:
-    """The model's test scores from its all_results.json (a folder's or the Hub repo's); {} when absent."""
-    path = Path(model) / "all_results.json"
-    if not path.is_file():
-        try:
+    """Test macro-F1 from the model card's model-index, per-class F1 from its all_results.json; {} when absent."""
+    folder = Path(model)
+    try:
+        if folder.is_dir():
+            card, results = folder / "README.md", folder / "all_results.json"
+        else:
             from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(model, "all_results.json"))
-        except Exception:  # noqa: BLE001 - no results published, or the Hub unreachable: the page says so
-            return {}
-    results = json.loads(path.read_text())
-    return {
-        "macro_f1": results.get("test_macro_f1"),
-        "per_class_f1": {row["class"]: row["f1"] for row in results.get("test_per_class", [])},
-    }
+            card, results = (Path(hf_hub_download(model, name)) for name in ("README.md", "all_results.json"))
+        from huggingface_hub import ModelCard
+
+        indexed = ModelCard.load(card).data.eval_results or []
+        per_class = json.loads(results.read_text()).get("test_per_class", [])
+    except Exception:  # noqa: BLE001 - no card or results published, or the Hub unreachable: the page says so
+        return {}
+    macro = next((r.metric_value for r in indexed if r.metric_type == "f1" and r.dataset_split == "test"), None)
+    return {"macro_f1": macro, "per_class_f1": {row["class"]: row["f1"] for row in per_class}}
 
 
 MODEL = model_id()

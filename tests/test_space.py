@@ -28,7 +28,7 @@ def test_space_readme_has_the_yaml_a_space_needs() -> None:
     assert str(header["sdk_version"]).count(".") == 2 and header["license"] and header["short_description"]
     assert header["models"] and header["datasets"]
     examples = sorted((SPACE / "examples").glob("*.png"))
-    assert len(examples) == 18 and all(p.stat().st_size < 100_000 for p in examples)  # one small synthetic cell per class
+    assert len(examples) == 36 and all(p.stat().st_size < 100_000 for p in examples)  # two small synthetic cells per class
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +86,11 @@ def browser(tmp_path: Path):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-def upload(driver, path: Path) -> None:
+def upload(driver, paths: Path | str) -> None:
+    """Into the page's file input, as a person choosing files does (several: newline-separated)."""
     from selenium.webdriver.common.by import By
 
-    driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(path))
+    driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(paths))
 
 
 @needs_browser
@@ -114,6 +115,12 @@ def test_uploading_a_cell_in_chromium_shows_the_models_top_class(app: str, train
         upload(driver, cell)
         wait.until(seen.text_to_be_present_in_element((By.ID, "top-class"), f"Top class: {expected}"))
         assert expected in driver.find_element(By.ID, "top-classes").text
+        driver.get(app)  # several images at once: a table of all, downloadable as CSV
+        wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
+        others = sorted(sample_dir.glob("basophil/*.TIF"))[:2]
+        upload(driver, "\n".join(str(p) for p in others))
+        wait.until(seen.text_to_be_present_in_element((By.ID, "table"), others[1].name))
+        wait.until(lambda d: "predictions.csv" in d.find_element(By.ID, "csv").get_attribute("innerHTML"))
         driver.get(app)  # a fresh page: an upload that is not an image gives a sentence, not a traceback
         wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
         upload(driver, junk)
@@ -130,7 +137,7 @@ def test_hema_space_push_publishes_the_space_serving_the_model(run_with_hub, hub
     assert "hema-org/blood-cells" in result.stdout
     repo = hub.state.repos[("space", "hema-org/blood-cells")].resolve("main")
     files = set(repo.files)
-    assert {"app.py", "README.md", "requirements.txt", "examples/basophil.png"} <= files
+    assert {"app.py", "README.md", "requirements.txt", "examples/basophil_1.png"} <= files
     readme = hub.state.read_object(repo.files["README.md"].sha256).decode()
     header = yaml.safe_load(readme.split("---")[1])
     assert header["models"] == ["hema-org/vit-cells"] and header["sdk"] == "gradio"

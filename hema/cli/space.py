@@ -25,6 +25,7 @@ from hema.errors import HemaError
 
 SPACE_DIR = Path(__file__).resolve().parents[2] / "space"  # the checkout's space/
 EXAMPLE_SIDE = 128  # pixels: small files; the model resizes to its own input size anyway
+EXAMPLES_PER_CLASS = 2
 
 
 def _cmd_examples(args: argparse.Namespace) -> None:
@@ -33,16 +34,16 @@ def _cmd_examples(args: argparse.Namespace) -> None:
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = set()
-    for name, data, _ in iter_sample_files(per_class=3, seed=args.seed):
+    written: dict[str, int] = {}
+    for name, data, planted in iter_sample_files(per_class=EXAMPLES_PER_CLASS + 2, seed=args.seed):
         cell_class = name.split("/")[0]
-        if cell_class in written:
-            continue
+        if planted is not None or written.get(cell_class, 0) >= EXAMPLES_PER_CLASS:
+            continue  # planted duplicates are copies of other cells: not examples
         with Image.open(io.BytesIO(data)) as image:
             small = image.convert("RGB").resize((EXAMPLE_SIDE, EXAMPLE_SIDE), Image.Resampling.LANCZOS)
-        (out / f"{cell_class}.png").write_bytes(encode_stored(np.asarray(small)))
-        written.add(cell_class)
-    print(f"wrote {len(written)} synthetic example cells into {out}")
+        written[cell_class] = written.get(cell_class, 0) + 1
+        (out / f"{cell_class}_{written[cell_class]}.png").write_bytes(encode_stored(np.asarray(small)))
+    print(f"wrote {sum(written.values())} synthetic example cells ({EXAMPLES_PER_CLASS} per class) into {out}")
 
 
 def _cmd_push(args: argparse.Namespace) -> None:
