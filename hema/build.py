@@ -22,7 +22,7 @@ from typing import Protocol, Sequence
 
 import datasets
 
-from hema import __version__, atomic, card, figures
+from hema import __version__, atomic, card, figures, schema
 from hema.build_config import CellImageConfig
 from hema.catalog import Catalog, make_catalog
 from hema.dedup import DupPair
@@ -88,7 +88,6 @@ def is_build(folder: Path) -> bool:
 def publish(
     config: CellImageConfig,
     source: Source,
-    info: datasets.DatasetInfo,
     output_dir: Path,
     *,
     builder_id: str,
@@ -97,9 +96,10 @@ def publish(
 ) -> BuildSummary:
     """Catalog `config.data_dir` (in `source`'s layout) with the config's parameters, write shards and card, swap OUT in.
 
-    `info` is the builder's DatasetInfo (features, citation); `builder_id` names it in build_info.json.
+    `builder_id` names the builder in build_info.json.
     """
     output_dir = Path(output_dir)
+    info = source.info(schema.features(source))
     with atomic.scratch_dir(output_dir) as scratch:
         started = time.perf_counter()
         spool = scratch / "spool"
@@ -109,18 +109,24 @@ def publish(
         staging.mkdir()
         conflict_figure = CONFLICT_FIGURE if _conflicting_pairs(catalog) else None
         drawing = _draw_figures_in_background(catalog, source, staging, synthetic is not None)
-        shards = write_shards(catalog.rows, spool, staging / "data", catalog.fingerprint(), info.features)
-        shutil.rmtree(spool)
-        configs = layout(shards)
-        logger.info("wrote %d rows into %d Parquet files in %.1f s", len(catalog.rows), len(shards), time.perf_counter() - started)
-        write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)
-        duplicates = card.duplicate_summary(catalog)
-        provenance = build_info(catalog, source, builder_id, configs, duplicates, synthetic is not None)
-        atomic.write_text(staging / BUILD_INFO, json.dumps(provenance, indent=2) + "\n")
-        card.render_card(
-            catalog, source, configs, info, duplicates, synthetic=synthetic, conflict_figure=conflict_figure
-        ).save(staging / "README.md")
-        drawing.join()
+        try:
+            shards = write_shards(catalog.rows, spool, staging / "data", catalog.fingerprint(), info.features)
+            shutil.rmtree(spool)
+            configs = layout(shards)
+            logger.info("wrote %d rows into %d Parquet files in %.1f s", len(catalog.rows), len(shards),
+                        time.perf_counter() - started)
+            write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)
+            duplicates = card.duplicate_summary(catalog)
+            provenance = build_info(catalog, source, builder_id, configs, duplicates, synthetic is not None)
+            (staging / BUILD_INFO).write_text(json.dumps(provenance, indent=2) + "\n")
+            card.render_card(
+                catalog, source, configs, info, duplicates, synthetic=synthetic, conflict_figure=conflict_figure
+            ).save(staging / "README.md")
+            drawing.join()
+        finally:  # a failed build stops its figure process too
+            if drawing.is_alive():
+                drawing.terminate()
+                drawing.join()
         if drawing.exitcode != 0:
             raise HemaError(f"drawing the build's figures failed (exit status {drawing.exitcode}; see above)")
         atomic.replace_dir(staging, output_dir, scratch)

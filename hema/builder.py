@@ -84,6 +84,6 @@ class CellImageBuilder(datasets.GeneratorBasedBuilder):
         config = cls.BUILDER_CONFIG_CLASS(name=DEFAULT_CONFIG, data_dir=str(data_dir), **parameters)
         check_output_dir(output_dir, data_dir)
         return publish(
-            config, cls.SOURCE, cls.dataset_info(), output_dir, builder_id=f"{cls.__name__} {cls.VERSION}",
-            num_proc=num_proc, synthetic=read_manifest(data_dir),
+            config, cls.SOURCE, output_dir, builder_id=f"{cls.__name__} {cls.VERSION}", num_proc=num_proc,
+            synthetic=read_manifest(data_dir),
         )
