@@ -34,7 +34,7 @@ def find(out: Path, resume: str | None) -> Path | None:
         return None
     if resume != "auto":
         if not (Path(resume) / TRAINER_STATE).is_file():
-            raise HemaError(f"--resume-from-checkpoint {resume}: not a checkpoint folder (no {TRAINER_STATE})")
+            raise HemaError(f"checkpoint {resume}: not a checkpoint folder (no {TRAINER_STATE})")
         return Path(resume)
     found = completed(out / CHECKPOINTS)
     return found[-1] if found else None

@@ -42,24 +42,24 @@ def load_splits(source: str, config: str, label_column: str, image_column: str,
     """
     folder = Path(source).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise HemaError(f"--dataset {source} is a file, not a dataset folder")
+        raise HemaError(f"dataset {source} is a file, not a dataset folder")
     if not folder.exists() and looks_like_path(source):
-        raise HemaError(f"--dataset {source}: no such folder")
+        raise HemaError(f"dataset {source}: no such folder")
     try:
         loaded = datasets.load_dataset(str(folder) if folder.is_dir() else source, config)
     except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:  # OSError: unreachable Hub
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise HemaError(f"--dataset {source} (config {config}): cannot load it ({first})") from None
+        raise HemaError(f"dataset {source} (config {config}): cannot load it ({first})") from None
     missing = set(splits) - set(loaded)
     if missing:
-        raise HemaError(f"--dataset {source} has no {', '.join(sorted(missing))} split (found: {', '.join(loaded)})")
+        raise HemaError(f"dataset {source} has no {', '.join(sorted(missing))} split (found: {', '.join(loaded)})")
     features = loaded[splits[0]].features
     if not isinstance(features.get(label_column), datasets.ClassLabel):
         columns = ", ".join(f"{k} ({type(v).__name__})" for k, v in features.items())
-        raise HemaError(f"--dataset {source} has no ClassLabel column {label_column!r} to train on "
-                        f"(columns: {columns}); pick one with --label-column")
+        raise HemaError(f"dataset {source} has no ClassLabel column {label_column!r} to train on "
+                        f"(columns: {columns}); choose another label column")
     if not isinstance(features.get(image_column), datasets.Image):
-        raise HemaError(f"--dataset {source} has no Image column {image_column!r}; pick one with --image-column")
+        raise HemaError(f"dataset {source} has no Image column {image_column!r}; choose another image column")
     labelled = {}
     for name in splits:
         split = loaded[name]

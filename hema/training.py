@@ -56,14 +56,14 @@ def load_model(ref: str, class_names: Sequence[str], image_size: int | None) -> 
     folder = Path(ref).expanduser()
     local = folder.is_dir()
     if not local and looks_like_path(ref):
-        raise HemaError(f"--model {ref}: no such folder")
+        raise HemaError(f"model {ref}: no such folder")
     if local and not (folder / "config.json").is_file():
-        raise HemaError(f"--model {ref}: the folder has no config.json, so it is not a model folder")
+        raise HemaError(f"model {ref}: the folder has no config.json, so it is not a model folder")
     source = str(folder) if local else ref
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise HemaError(f"--model {ref}: cannot load its config ({_first_line(exc)})") from None
+        raise HemaError(f"model {ref}: cannot load its config ({_first_line(exc)})") from None
     has_weights = not local or any((folder / name).is_file() for name in _WEIGHT_FILES)
     id2label = dict(enumerate(class_names))
     label2id = {name: i for i, name in id2label.items()}
@@ -82,12 +82,12 @@ def load_model(ref: str, class_names: Sequence[str], image_size: int | None) -> 
             model = AutoModelForImageClassification.from_config(config, attn_implementation="sdpa")
             notes.append(f"{ref} holds only a config: the model is randomly initialised")
     except (OSError, ValueError) as exc:
-        raise HemaError(f"--model {ref}: cannot load it ({_first_line(exc)})") from None
+        raise HemaError(f"model {ref}: cannot load it ({_first_line(exc)})") from None
     native = _image_size(model)
     if image_size and native and image_size != native:
         notes.append(resize_position_embeddings(model, image_size))
     if not (image_size or native):
-        raise HemaError(f"--model {ref} ({config.model_type}) does not state its input size: pass --image-size")
+        raise HemaError(f"model {ref} ({config.model_type}) does not state its input size: give an image size")
     mean, std = _normalisation(source, local, folder)
     return LoadedModel(model, mean, std, image_size=image_size or native,
                        base_model=None if local else ref, random_init=not has_weights, notes=notes)
@@ -162,9 +162,9 @@ def resize_position_embeddings(model: nn.Module, image_size: int) -> str:
     """Interpolate a ViT's position embeddings (bicubic) to a new image size, and record it in its config."""
     config = model.config
     if config.model_type != "vit":
-        raise HemaError(f"--image-size: only ViT models can change their image size (this is {config.model_type})")
+        raise HemaError(f"image size {image_size}: only ViT models can change their image size (this is {config.model_type})")
     if image_size % config.patch_size:
-        raise HemaError(f"--image-size {image_size} is not a multiple of the patch size {config.patch_size}")
+        raise HemaError(f"image size {image_size} is not a multiple of the patch size {config.patch_size}")
     embeddings = model.vit.embeddings
     old, new = _image_size(model) // config.patch_size, image_size // config.patch_size
     pos = embeddings.position_embeddings.data
