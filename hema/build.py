@@ -22,7 +22,7 @@ from typing import Protocol, Sequence
 
 import datasets
 
-from hema import __version__, atomic, card, figures, schema
+from hema import __version__, atomic, card, figures
 from hema.build_config import CellImageConfig
 from hema.catalog import Catalog, make_catalog
 from hema.dedup import DupPair
@@ -99,7 +99,7 @@ def publish(
     `builder_id` names the builder in build_info.json.
     """
     output_dir = Path(output_dir)
-    info = source.info(schema.features(source))
+    info = source.info()
     with atomic.scratch_dir(output_dir) as scratch:
         started = time.perf_counter()
         spool = scratch / "spool"
@@ -110,14 +110,15 @@ def publish(
         conflict_figure = CONFLICT_FIGURE if _conflicting_pairs(catalog) else None
         drawing = _draw_figures_in_background(catalog, source, staging, synthetic is not None)
         try:
-            shards = write_shards(catalog.rows, spool, staging / "data", catalog.fingerprint(), info.features)
+            fingerprint = catalog.fingerprint()
+            shards = write_shards(catalog.rows, spool, staging / "data", fingerprint, info.features)
             shutil.rmtree(spool)
             configs = layout(shards)
             logger.info("wrote %d rows into %d Parquet files in %.1f s", len(catalog.rows), len(shards),
                         time.perf_counter() - started)
             write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)
             duplicates = card.duplicate_summary(catalog)
-            provenance = build_info(catalog, source, builder_id, configs, duplicates, synthetic is not None)
+            provenance = build_info(catalog, fingerprint, source, builder_id, configs, duplicates, synthetic is not None)
             (staging / BUILD_INFO).write_text(json.dumps(provenance, indent=2) + "\n")
             card.render_card(
                 catalog, source, configs, info, duplicates, synthetic=synthetic, conflict_figure=conflict_figure
@@ -141,6 +142,7 @@ def publish(
 
 def build_info(
     catalog: Catalog,
+    fingerprint: str,
     source: Source,
     builder_id: str,
     configs: dict[str, dict[str, ConfigSplit]],
@@ -154,7 +156,7 @@ def build_info(
         "builder": builder_id,
         "hema_version": __version__,
         "datasets_version": datasets.__version__,
-        "fingerprint": catalog.fingerprint(),
+        "fingerprint": fingerprint,
         "seed": catalog.seed,
         "val_size": catalog.val_size,
         "test_size": catalog.test_size,

@@ -39,7 +39,7 @@ class CellImageBuilder(datasets.GeneratorBasedBuilder):
     @classmethod
     def dataset_info(cls) -> datasets.DatasetInfo:
         """The source's description, features, homepage, licence and citation."""
-        return cls.SOURCE.info(schema.features(cls.SOURCE))
+        return cls.SOURCE.info()
 
     def _info(self) -> datasets.DatasetInfo:
         return self.dataset_info()

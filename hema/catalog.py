@@ -98,7 +98,7 @@ def _spool(folder: Path, data: bytes) -> StoredAt:
         out = _spool_files[folder] = open(folder / f"{os.getpid()}.spool", "ab", buffering=0)
     offset = out.tell()
     out.write(data)
-    return out.name.rsplit("/", 1)[-1], offset, len(data)
+    return Path(out.name).name, offset, len(data)
 
 
 def _decode_one(path: Path, spool: Path | None) -> tuple[str, StoredAt | None, dedup.Fingerprint] | str:

@@ -39,9 +39,12 @@ class Source:
     def class_id(self, cell_class: str) -> int:
         return self.classes.index(cell_class)
 
-    def info(self, features: datasets.Features) -> datasets.DatasetInfo:
+    def info(self) -> datasets.DatasetInfo:
+        """The DatasetInfo of a build of this source: its description, schema, homepage, licence, citation."""
+        from hema.schema import features
+
         return datasets.DatasetInfo(
-            description=self.summary, features=features, homepage=self.homepage, license=self.license,
+            description=self.summary, features=features(self), homepage=self.homepage, license=self.license,
             citation=self.citation,
         )
 
