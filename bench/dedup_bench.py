@@ -1,24 +1,29 @@
-"""Benchmark hema.dedup: quality on real cells with planted duplicates, and speed at MLL23's scale.
+"""Benchmark hema.dedup and hema.fields: quality on real cells with planted cases, speed at MLL23's scale.
 
-quality  ../shared/data/acevedo20_sample (3,006 real Acevedo20 JPEGs with the dataset's own duplicates)
-         plus planted copies: exact (lossless re-encoding) and near (every kind of tests/dedup_cases,
-         alone and in pairs), and neighbour crops (two crops of one field ~45 % apart, not duplicates).
-         Prints the real duplicates found, pair recall for exact and near (per kind), pair precision
-         (a predicted pair is right when both images descend from one source or one real group; the
-         real groups are those found on the sample alone, each checked by eye: docs/dedup.md), and
-         the distributions of the confirmation scores that chose the thresholds (docs/dedup.md).
-         Targets: exact recall 1.0, near recall >= 0.95, precision >= 0.99.
+quality  ../shared/data/acevedo20_sample (3,006 real Acevedo20 JPEGs with the dataset's own duplicates
+         and shared fields), in --layout acevedo20 (the sample's 360 px crops), mll23 (their centre
+         288 x 288, as MLL23 would hold them) or both, plus planted cases: exact copies (lossless
+         re-encoding), near copies (every kind of tests/dedup_cases, alone and in pairs), near copies
+         of the images with the barest fields, and neighbour crops (two crops of one field ~45 %
+         apart: not duplicates, but one field). The truth for the real images is the reviewed lists
+         of tests/dedup_cases (REVIEWED_NEAR, REVIEWED_SHARED; each pair seen by eye), not what the
+         detector finds. Prints the real duplicates found and any that contradict the review, pair
+         recall for exact and near (per kind), pair precision, the distributions of the confirmation
+         scores that chose the thresholds (all pairs and sparse fields: docs/dedup.md), and for shared
+         fields: the reviewed and planted pairs that share a field_group, field-group pair precision,
+         and the coarse scores of the proposals.
+         Targets: exact recall 1.0, near recall >= 0.95, precision >= 0.99; shared-field recall >= 0.9.
 scale    --images synthetic 288x288 cells (default 41,621, MLL23's size): each pastes the centre of one
          real image on the field of another (random rotation/mirror/shift), so hashes and embeddings
          are distributed like real cells and every centred cell recurs ~14 times on other fields (a
          harder case for the candidate search than real data); --planted of them are near copies of
          others. Fingerprints are computed in a pool of --workers processes (the build's decode
-         workers); the timed part is find_duplicates alone, whose peak allocation is printed too.
-         Target: <= 60 s on 2 cores.
+         workers); the timed parts are find_duplicates and find_fields (the whole duplicate stage),
+         and find_duplicates' peak allocation is printed too. Target: the stage <= 60 s on 2 cores.
 
   python bench/dedup_bench.py                  # both parts
-  python bench/dedup_bench.py --part quality   # ~1 min on 2 shared cores
-  python bench/dedup_bench.py --part scale     # ~6 min: drawing + fingerprints ~5 min, search ~30 s
+  python bench/dedup_bench.py --part quality   # ~1 min on 2 cores
+  python bench/dedup_bench.py --part scale     # ~4 min: drawing + fingerprints ~2-3 min, stage ~30 s
   python bench/dedup_bench.py --part scale --images 5000 --planted 100
 """
 
@@ -38,31 +43,56 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hema import dedup  # noqa: E402
+from hema import dedup, fields  # noqa: E402
 from hema.imaging import decode_rgb  # noqa: E402
-from tests.dedup_cases import NEAR_KINDS, near_copy, neighbour_crops, reencode_png  # noqa: E402
+from tests.dedup_cases import (  # noqa: E402
+    NEAR_KINDS, REVIEWED_NEAR, REVIEWED_SHARED, near_copy, neighbour_crops, reencode_png,
+)
 
 SAMPLE = REPO.parent / "shared" / "data" / "acevedo20_sample"
 SIDE = 288
 
 
-def load_sample() -> tuple[list[str], list[str], list[np.ndarray]]:
+def load_sample(layout: str = "acevedo20") -> tuple[list[str], list[str], list[np.ndarray]]:
+    """The sample as Acevedo20 holds it (360 x 363 JPEGs), or as MLL23 would (the centre 288 x 288)."""
     files = sorted(p for p in SAMPLE.glob("*/*") if p.is_file())
     names = [f"{p.parent.name}/{p.name}" for p in files]
-    return names, [p.parent.name for p in files], [decode_rgb(p.read_bytes()).rgb for p in files]
+    images = [decode_rgb(p.read_bytes()).rgb for p in files]
+    if layout == "mll23":
+        images = [_centre_cut(rgb, SIDE) for rgb in images]
+    return names, [p.parent.name for p in files], images
 
 
-def quality(per_kind: int, seed: int) -> None:
+def _centre_cut(rgb: np.ndarray, side: int) -> np.ndarray:
+    top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
+    return np.ascontiguousarray(rgb[top : top + side, left : left + side])
+
+
+def _reviewed_origin(names: list[str], prints: list[dedup.Fingerprint]) -> np.ndarray:
+    """Truth for the real images: groups of identical pixels and of the reviewed near pairs."""
+    index = {name: i for i, name in enumerate(names)}
+    pairs = [dedup.DupPair(index[a], index[b], "near", 1.0) for a, b in REVIEWED_NEAR]
+    by_sha: dict[str, int] = {}
+    for i, fp in enumerate(prints):
+        first = by_sha.setdefault(fp.pixel_sha256, i)
+        if first != i:
+            pairs.append(dedup.DupPair(first, i, "exact", 1.0))
+    return dedup.group_pairs(len(names), pairs).dup_group
+
+
+def quality(per_kind: int, seed: int, layout: str) -> None:
     if not SAMPLE.is_dir():
         print(f"quality: skipped, {SAMPLE} is absent (needs ../shared next to the repository)")
         return
-    names, labels, images = load_sample()
+    names, labels, images = load_sample(layout)
     t0 = time.perf_counter()
     prints = [dedup.fingerprint(rgb) for rgb in images]
     per_image_ms = (time.perf_counter() - t0) / len(images) * 1000
     classes = sorted(set(labels))
     real = dedup.find_duplicates(prints, [classes.index(x) for x in labels])
-    print(f"real sample: {len(images)} images, fingerprint {per_image_ms:.2f} ms/image (360x363)")
+    side = "x".join(map(str, images[0].shape[:2]))
+    print(f"real sample, {layout} layout: {len(images)} images, fingerprint {per_image_ms:.2f} ms/image "
+          f"({side})")
     for p in real.pairs:
         cross = " CROSS-LABEL" if labels[p.a] != labels[p.b] else ""
         print(f"  {p.kind:5s} {names[p.a]:32s} {names[p.b]:32s} score {p.score:.4f} "
@@ -72,18 +102,35 @@ def quality(per_kind: int, seed: int) -> None:
           f"{sum(labels[p.a] != labels[p.b] for p in real.pairs)} across labels; "
           f"{int(real.label_conflict.sum())} images in conflicting groups")
 
+    truth = _reviewed_origin(names, prints)
+    sizes = np.bincount(truth)[truth]
+    wrong_real = [p for p in real.pairs if truth[p.a] != truth[p.b]]
+    missed_real = int((sizes > 1).sum() - (real.group_sizes[sizes > 1] > 1).sum())
+    print(f"  against the reviewed pairs: {len(wrong_real)} wrong real pairs, {missed_real} real "
+          "duplicate images missed")
+    for p in wrong_real:
+        print(f"    wrong: {names[p.a]} ~ {names[p.b]}")
+    singles = np.flatnonzero((real.group_sizes == 1) & (sizes == 1))
+
     # Plant copies of sources that are not in a real group; every planted image knows its source.
     rng = np.random.default_rng(seed)
-    singles = np.flatnonzero(real.group_sizes == 1)
     cases = [("exact", ("png",))] * per_kind + [("near", k) for k in NEAR_KINDS for _ in range(per_kind)]
     sources = rng.choice(singles, len(cases) + per_kind, replace=False)
-    origin = list(real.dup_group)  # truth: images of one origin are duplicates
+    origin = list(truth)  # truth: images of one origin are duplicates
     kind_of: list[str] = ["real"] * len(images)
     for (kind, steps), src in zip(cases, sources):
         copy = reencode_png(images[src], rng) if kind == "exact" else near_copy(images[src], steps, rng)
         prints.append(dedup.fingerprint(copy))
         origin.append(origin[src])
         kind_of.append(kind if kind == "exact" else "+".join(steps))
+    # and near copies of the images with the barest fields, where the surround has least to say
+    texture = np.array([_surround_texture(fp) for fp in prints[: len(images)]])
+    bare = [i for i in singles[np.argsort(texture[singles], kind="stable")] if i not in set(sources)]
+    for k, src in enumerate(bare[: 2 * per_kind]):
+        steps = NEAR_KINDS[k % len(NEAR_KINDS)]
+        prints.append(dedup.fingerprint(near_copy(images[src], steps, rng)))
+        origin.append(origin[src])
+        kind_of.append("bare field, any kind")
     for src in sources[len(cases):]:  # neighbour crops: each its own origin
         for crop in neighbour_crops(images[src]):
             prints.append(dedup.fingerprint(crop))
@@ -117,6 +164,43 @@ def quality(per_kind: int, seed: int) -> None:
     merged = sum(group[i] == group[j] for i, j in zip(neighbours[::2], neighbours[1::2]))
     print(f"  neighbour crops merged: {merged}/{len(neighbours) // 2}")
     _score_distributions(prints, origin_arr)
+    _shared_fields(prints, found, origin_arr, list(zip(neighbours[::2], neighbours[1::2])), names)
+
+
+def _shared_fields(prints, found: dedup.DedupResult, origin: np.ndarray, neighbours, names: list[str]) -> None:
+    """Field groups against the truth: one field per origin, per planted neighbour pair, per reviewed
+    shared-field pair of the sample; and the confirmation scores that chose SHARED_MIN."""
+    t0 = time.perf_counter()
+    result = fields.find_fields(prints, found.pairs)
+    took = time.perf_counter() - t0
+    index = {name: i for i, name in enumerate(names)}
+    reviewed = [(index[a], index[b]) for a, b in REVIEWED_SHARED]
+    first = {}
+    links = [(first.setdefault(o, i), i) for i, o in enumerate(origin)] + list(neighbours) + reviewed
+    truth = fields.components(len(prints), links)
+    group = result.field_group
+    print(f"\nshared fields: find_fields took {took:.1f} s; {len(result.pairs)} shared-field pairs")
+    for title, pairs in (("reviewed real pairs", reviewed), ("planted neighbour crops", neighbours)):
+        hit = [group[a] == group[b] for a, b in pairs]
+        print(f"  {title} sharing a field_group: {sum(hit)}/{len(hit)}")
+        for (a, b), h in zip(pairs, hit):
+            if not h and a < len(names) and b < len(names):
+                print(f"    missed: {names[a]} ~ {names[b]}")
+    predicted = [(i, j) for g in _groups(group) for i, j in combinations(g, 2)]
+    right = sum(truth[i] == truth[j] for i, j in predicted)
+    print(f"  field-group pair precision {right / max(len(predicted), 1):.4f} ({right}/{len(predicted)})")
+    for i, j in predicted:
+        if truth[i] != truth[j]:
+            print(f"    wrong: {names[i] if i < len(names) else i} ~ {names[j] if j < len(names) else j}")
+    dup = found.dup_group
+    inside = all(len(set(group[dup == g])) == 1 for g in np.unique(dup))
+    print(f"  every duplicate group inside one field group: {inside}")
+    coarse = np.stack([fp.field for fp in prints]).astype(np.float32)
+    proposed, shift = fields._proposals(coarse)
+    score = fields._confirm(coarse, proposed, shift, fields.COARSE_REFINE)[0]
+    same = truth[proposed[:, 0]] == truth[proposed[:, 1]]
+    print(f"  proposals: {len(proposed)} pairs ({int(same.sum())} of one field); coarse score of one field "
+          f"min {_percentiles(score[same], [0])}, others p99/p99.9/max {_percentiles(score[~same], [99, 99.9, 100])}")
 
 
 def _groups(group: np.ndarray) -> list[np.ndarray]:
@@ -135,10 +219,32 @@ def _score_distributions(prints: list[dedup.Fingerprint], origin: np.ndarray) ->
     keep = margin >= 0
     scores = dedup.registration_scores(prints, cand[keep], orient[keep])
     pos = same[keep]
-    for col, name in enumerate(("whole", "centre", "surround")):
-        dup = np.percentile(scores[pos, col], [0, 1, 5, 50]).round(3)
-        other = np.percentile(scores[~pos, col], [50, 99, 99.9, 100]).round(3)
-        print(f"  {name:8s} duplicates min/p1/p5/p50 {dup}   others p50/p99/p99.9/max {other}")
+    texture = np.array([_surround_texture(fp) for fp in prints])
+    sparse = texture[cand[keep]].min(axis=1) < SPARSE_TEXTURE
+    for title, rows in (("all screened pairs", np.ones(len(pos), bool)),
+                        (f"sparse fields (surround texture < {SPARSE_TEXTURE})", sparse)):
+        print(f"  {title}: {int((rows & pos).sum())} duplicates, {int((rows & ~pos).sum())} others")
+        for col, name in enumerate(("whole", "centre", "surround")):
+            dup = _percentiles(scores[rows & pos, col], [0, 1, 5, 50])
+            other = _percentiles(scores[rows & ~pos, col], [50, 99, 99.9, 100])
+            print(f"    {name:8s} duplicates min/p1/p5/p50 {dup}   others p50/p99/p99.9/max {other}")
+
+
+SPARSE_TEXTURE = 0.2  # mean square band-pass (standardised) beyond the cell: a nearly bare field
+
+
+def _surround_texture(fp: dedup.Fingerprint) -> float:
+    """How much smear field an image shows beyond its cell (where dedup's surround score looks)."""
+    cy, cx, radius = fp.cell
+    yy, xx = np.mgrid[0 : dedup.THUMB, 0 : dedup.THUMB]
+    reach = max(dedup.SURROUND_FROM * radius, radius + dedup.SURROUND_HALO * dedup.BAND[1],
+                dedup.SURROUND_MIN_REACH * dedup.THUMB)
+    beyond = (yy - cy) ** 2 + (xx - cx) ** 2 > reach**2
+    return float(((fp.thumb[beyond] / dedup.QUANT) ** 2).mean()) if beyond.any() else 0.0
+
+
+def _percentiles(values: np.ndarray, q: list[float]) -> np.ndarray | str:
+    return np.percentile(values, q).round(3) if len(values) else "-"
 
 
 def _synthetic_print(task: tuple[int, int, tuple[str, ...]]) -> dedup.Fingerprint:
@@ -198,6 +304,9 @@ def scale(n_images: int, n_planted: int, workers: int, seed: int) -> None:
     t0 = time.perf_counter()
     result = dedup.find_duplicates(prints)
     search_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    shared = fields.find_fields(prints, result.pairs)
+    fields_s = time.perf_counter() - t0
     tracemalloc.start()  # a second, traced run: what find_duplicates allocates at its peak
     dedup.find_duplicates(prints)
     added = tracemalloc.get_traced_memory()[1] / 2**20
@@ -208,6 +317,8 @@ def scale(n_images: int, n_planted: int, workers: int, seed: int) -> None:
           f"({size * n_images / 2**20:.0f} MB in all); generate+fingerprint with {workers} workers "
           f"{fp_s:.1f} s")
     print(f"  find_duplicates (candidates + confirmation): {search_s:.1f} s")
+    print(f"  find_fields (shared-field pairs + field groups): {fields_s:.1f} s, {len(shared.pairs)} pairs; "
+          f"the whole duplicate stage {search_s + fields_s:.1f} s (target < 60 s)")
     print(f"  memory: find_duplicates allocates {added:.0f} MB at its peak, beyond the fingerprints")
     group = result.dup_group
     found = np.mean([group[i] == group[n_base + i] for i in range(n_planted)])
@@ -228,9 +339,12 @@ def main() -> None:
     parser.add_argument("--planted", type=int, default=340, help="near copies among the scale part's images")
     parser.add_argument("--workers", type=int, default=2, help="fingerprint processes in the scale part")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layout", choices=("acevedo20", "mll23", "both"), default="both",
+                        help="quality part: the sample's own 360 px crops, MLL23's 288 px centre, or both")
     args = parser.parse_args()
     if args.part in ("quality", "both"):
-        quality(args.per_kind, args.seed)
+        for layout in ("acevedo20", "mll23") if args.layout == "both" else (args.layout,):
+            quality(args.per_kind, args.seed, layout)
     if args.part in ("scale", "both"):
         scale(args.images, args.planted, args.workers, args.seed)
 

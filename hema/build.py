@@ -2,7 +2,8 @@
 
 OUT ends up holding README.md (the card), data/<split>-<part>-<fingerprint>-NNNNN-of-NNNNN.parquet
 (hema.shards), class_distribution.png, dedup_report.csv, build_info.json (provenance: seed,
-fractions, versions, counts) and, when there are label conflicts, conflicting_pairs.png.
+fractions, versions, counts), conflicting_pairs.png when labels conflict and shared_fields.png when
+crops share a smear field.
 Everything is written into a locked scratch folder beside OUT first and swapped in only when
 complete (hema.atomic), so a failed or killed build leaves the previous OUT untouched, and the next
 build removes what a killed one left.
@@ -26,6 +27,7 @@ from hema import __version__, atomic, card, figures
 from hema.build_config import CellImageConfig
 from hema.catalog import Catalog, make_catalog
 from hema.dedup import DupPair
+from hema.fields import FieldPair
 from hema.errors import HemaError
 from hema.imaging import decode_rgb
 from hema.sample import SampleManifest
@@ -40,6 +42,7 @@ BUILD_INFO = "build_info.json"
 REPORT_NAME = "dedup_report.csv"
 DISTRIBUTION_FIGURE = "class_distribution.png"
 CONFLICT_FIGURE = "conflicting_pairs.png"
+FIELD_FIGURE = "shared_fields.png"
 
 
 class LabelledImage(Protocol):
@@ -108,6 +111,7 @@ def publish(
         staging = scratch / "out"
         staging.mkdir()
         conflict_figure = CONFLICT_FIGURE if _conflicting_pairs(catalog) else None
+        field_figure = FIELD_FIGURE if catalog.field_pairs else None
         drawing = _draw_figures_in_background(catalog, source, staging, synthetic is not None)
         try:
             fingerprint = catalog.fingerprint()
@@ -116,12 +120,13 @@ def publish(
             configs = layout(shards)
             logger.info("wrote %d rows into %d Parquet files in %.1f s", len(catalog.rows), len(shards),
                         time.perf_counter() - started)
-            write_dedup_report(catalog.pairs, catalog.rows, staging / REPORT_NAME)
+            write_dedup_report(catalog.pairs, catalog.field_pairs, catalog.rows, staging / REPORT_NAME)
             duplicates = card.duplicate_summary(catalog)
             provenance = build_info(catalog, fingerprint, source, builder_id, configs, duplicates, synthetic is not None)
             (staging / BUILD_INFO).write_text(json.dumps(provenance, indent=2) + "\n")
             card.render_card(
-                catalog, source, configs, info, duplicates, synthetic=synthetic, conflict_figure=conflict_figure
+                catalog, source, configs, info, duplicates, synthetic=synthetic,
+                conflict_figure=conflict_figure, field_figure=field_figure,
             ).save(staging / "README.md")
             drawing.join()
         finally:  # a failed build stops its figure process too
@@ -198,8 +203,11 @@ def commit_message(info: dict) -> str:
     )
 
 
-def write_dedup_report(pairs: Sequence[DupPair], images: Sequence[LabelledImage], path: Path) -> None:
-    """One row per confirmed pair (indices into `images`): ids, labels, kind, score, shift, transform."""
+def write_dedup_report(
+    pairs: Sequence[DupPair], field_pairs: Sequence[FieldPair], images: Sequence[LabelledImage], path: Path
+) -> None:
+    """One row per confirmed pair (indices into `images`): ids, labels, kind (exact, near or
+    shared_field: two crops of one smear field), score, shift, transform."""
     rows = images
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
@@ -207,6 +215,10 @@ def write_dedup_report(pairs: Sequence[DupPair], images: Sequence[LabelledImage]
         for p in pairs:
             a, b = rows[p.a], rows[p.b]
             out.writerow([a.image_id, a.cell_class, b.image_id, b.cell_class, p.kind, f"{p.score:.4f}", *p.shift, p.transform])
+        for p in field_pairs:
+            a, b = rows[p.a], rows[p.b]
+            out.writerow([a.image_id, a.cell_class, b.image_id, b.cell_class, "shared_field", f"{p.score:.4f}",
+                          *p.shift, "identity"])
 
 
 def _conflicting_pairs(catalog: Catalog) -> list[DupPair]:
@@ -239,3 +251,15 @@ def _draw_figures(catalog: Catalog, source: Source, folder: Path, synthetic: boo
             for p in conflicts[:8]
         ]
         figures.image_pairs(shown, folder / CONFLICT_FIGURE, f"Duplicates with conflicting labels ({len(conflicts)} pairs)")
+    if catalog.field_pairs:  # one pair from each of a few field groups
+        rows = catalog.rows
+        by_group = {rows[p.a].field_group: p for p in reversed(catalog.field_pairs)}
+        shown = [
+            (
+                decode_rgb(rows[p.a].path.read_bytes()).rgb,
+                decode_rgb(rows[p.b].path.read_bytes()).rgb,
+                f"{rows[p.a].path.name}\n{rows[p.a].cell_class} | {rows[p.b].path.name}\n{rows[p.b].cell_class}",
+            )
+            for p in list(by_group.values())[:6]
+        ]
+        figures.image_pairs(shown, folder / FIELD_FIGURE, f"Crops of one smear field ({len(catalog.field_pairs)} pairs)")

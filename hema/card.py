@@ -88,6 +88,7 @@ def render_card(
     *,
     synthetic: SampleManifest | None = None,
     conflict_figure: str | None = None,
+    field_figure: str | None = None,
 ) -> DatasetCard:
     """The full card; `synthetic` is the sample's manifest when the source is the synthetic sample."""
     data = card_data(catalog, source, configs, info, synthetic=synthetic is not None)
@@ -142,6 +143,7 @@ def render_card(
         dups=duplicates,
         min_datasets=MIN_DATASETS_VERSION,
         conflict_figure=conflict_figure,
+        field_figure=field_figure,
         skipped=catalog.skipped,
         citation=info.citation,
     )
@@ -171,4 +173,7 @@ def duplicate_summary(catalog: Catalog) -> dict[str, int]:
         "conflict_groups": sum(r.label_conflict for r in groups.values()),
         "images_involved": sum(r.dup_group_size > 1 for r in catalog.rows),
         "pairs": len(catalog.pairs),
+        "field_groups": len({r.field_group for r in catalog.rows if r.field_group_size > 1}),
+        "field_images": sum(r.field_group_size > 1 for r in catalog.rows),
+        "shared_field_pairs": len(catalog.field_pairs),
     }

@@ -23,7 +23,7 @@ from typing import BinaryIO
 import numpy as np
 from tqdm.auto import tqdm
 
-from hema import dedup
+from hema import dedup, fields
 from hema.build_config import CellImageConfig
 from hema.errors import HemaError
 from hema.imaging import BadImageError, decode_rgb, phash_hex, stored_bytes, stored_name
@@ -33,7 +33,7 @@ from hema.splits import SPLITS, assign_splits
 
 logger = logging.getLogger(__name__)
 
-CATALOG_VERSION = 4  # bump when what a row means changes: it is part of the build fingerprint
+CATALOG_VERSION = 5  # bump when what a row means changes: it is part of the build fingerprint
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class CatalogRow:
     dup_kind: str
     label_conflict: bool
     dup_representative: bool
+    field_group: int  # connected component of duplicate and shared-field pairs: one smear field
+    field_group_size: int
     split: str
 
 
@@ -68,6 +70,7 @@ class CatalogRow:
 class Catalog:
     rows: list[CatalogRow]  # sorted by image_id
     pairs: list[dedup.DupPair]  # indices into rows
+    field_pairs: list[fields.FieldPair]  # indices into rows
     seed: int
     val_size: float
     test_size: float
@@ -81,7 +84,7 @@ class Catalog:
         """Short hash of everything a build publishes: names shards so caches never serve old data."""
         h = hashlib.sha256(f"v{CATALOG_VERSION}|{self.seed}|{self.val_size}|{self.test_size}".encode())
         for r in self.rows:
-            h.update(f"|{r.image_id}:{r.label}:{r.pixel_sha256}:{r.dup_group}:{r.split}".encode())
+            h.update(f"|{r.image_id}:{r.label}:{r.pixel_sha256}:{r.dup_group}:{r.field_group}:{r.split}".encode())
         return h.hexdigest()[:10]
 
 
@@ -184,13 +187,17 @@ def make_catalog(
     labels = np.array([source.class_id(e.cell_class) for e in decoded.entries])
     found = dedup.find_duplicates(decoded.prints, labels=labels, num_proc=num_proc)
     logger.info("found %d duplicate pairs in %.1f s", len(found.pairs), time.perf_counter() - started)
+    started = time.perf_counter()
+    shared = fields.find_fields(decoded.prints, found.pairs)
+    logger.info("found %d shared-field pairs in %.1f s", len(shared.pairs), time.perf_counter() - started)
     groups = found.dup_group
     sizes = np.bincount(groups)
     conflict = found.label_conflict  # per image: its group holds more than one label
     _, first_member = np.unique(groups, return_index=True)
     representative = np.zeros(len(labels), dtype=bool)
     representative[first_member[~conflict[first_member]]] = True
-    split = assign_splits(labels, groups, seed=config.seed, val_size=config.val_size, test_size=config.test_size,
+    field_sizes = np.bincount(shared.field_group)
+    split = assign_splits(labels, shared.field_group, seed=config.seed, val_size=config.val_size, test_size=config.test_size,
                           conflict=conflict)
 
     rows = [
@@ -210,6 +217,8 @@ def make_catalog(
             dup_kind=found.dup_kind[i],
             label_conflict=bool(conflict[i]),
             dup_representative=bool(representative[i]),
+            field_group=int(shared.field_group[i]),
+            field_group_size=int(field_sizes[shared.field_group[i]]),
             split=SPLITS[split[i]],
         )
         for i, (entry, name, at, fp) in enumerate(
@@ -219,6 +228,7 @@ def make_catalog(
     return Catalog(
         rows=rows,
         pairs=found.pairs,
+        field_pairs=shared.pairs,
         skipped=decoded.skipped,
         missing_classes=scan.missing_classes,
         seed=config.seed,

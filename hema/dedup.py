@@ -6,17 +6,19 @@ multiple of 90°. A 64-bit phash cannot tell those from look-alike cells (distin
 bits, shifted copies sit at 10-12), nor can the centred cell (distinct lymphocytes correlate up to
 0.977 once registered). What identifies one exported cell is its smear field: the red cells around it.
 
-1. `fingerprint` (decode workers, ~3 ms, ~5.6 KB): a 64 x 64 band-passed grey thumbnail of the whole
+1. `fingerprint` (decode workers, ~2-4 ms, ~6.5 KB): a 64 x 64 band-passed grey thumbnail of the whole
    crop; the stained cell's centre and radius (mean shift on blue minus green); 16 x 16 screening views
    (the ring around the cell at the cell's own scale, and the whole crop); two 64-number embeddings
-   (whole crop, cell-centred) invariant to the 8 rotations/mirrors (each pixel orbit sorted).
+   (whole crop, cell-centred) invariant to the 8 rotations/mirrors (each pixel orbit sorted); and the
+   16 x 16 field view hema.fields searches for crops of one smear field.
 2. Candidates: nearest neighbours in both embeddings (inverted file over k-means cells, matrix
    products, no Python loop over pairs), screened by the best-of-8-orientations view correlation.
 3. Registration, coarse to fine: b is turned to a's orientation, scaled about the centre (a grid up to
    1.1 either way and the cell-size ratio) and translated (FFT cross-correlation, sub-pixel peak,
    +-15 % of the side). A pair is a near duplicate when the band-passed correlation is high over the
    WHOLE overlap, around a's CENTRED CELL (a neighbour cropped from the same field fails here) and over
-   the SURROUND beyond the cell (two look-alike cells on bare or similar background fail here).
+   the SURROUND beyond the cell and its band-pass halo (two look-alike cells on bare or similar
+   background fail here).
 
 Every threshold below was chosen from the distributions measured on the 3,006 real Acevedo20 images
 with planted copies of every kind and the hardest look-alike candidates (docs/dedup.md has the numbers;
@@ -37,6 +39,7 @@ from PIL import Image
 from scipy import ndimage
 
 from hema.imaging import phash, pixel_sha256
+from hema.vector_search import half_sq_dist, kmeans, nearest
 
 THUMB = 64  # side of the registration thumbnail (whole crop)
 PATCH = 32  # side of the cell-centred patch
@@ -47,6 +50,8 @@ CELL_REACH = 2.5  # the centred patch spans the cell centre +- CELL_REACH radii
 MAX_SHIFT = 0.15  # registration searches translations up to this fraction of the side
 SCALE_STEP = 1.05  # scale hypotheses: SCALE_STEP**-2 .. SCALE_STEP**2, and the cell-size ratio
 MAX_SCALE = 1.15  # crop-and-rescale copies change the content scale by at most this factor
+FIELD_GRID = 16  # side of the field view (hema.fields), in cells of THUMB / FIELD_GRID thumbnail px
+FIELD_BAND = (1.5, 6.0)  # its difference-of-Gaussians band (thumbnail px): red-cell outlines
 
 # Candidate search and confirmation thresholds (measured, see docs/dedup.md).
 NEIGHBOURS_CELL = 16  # neighbours per image in the centred-cell embedding
@@ -61,7 +66,8 @@ CENTRE_MIN = 0.92  # the same around each crop's centre (its centred cell)
 SURROUND_MIN = 0.75  # the same beyond the cell: the smear field around it
 CENTRE_HALF = 0.2  # the centred-cell window: an image centre +- this fraction of the side
 SURROUND_FROM = 2.0  # the surround starts this many (RMS stain) radii from a's cell centre,
-SURROUND_MIN_REACH = 0.15  # and at least this fraction of the side (a small cell's band-pass halo)
+SURROUND_HALO = 2.5  # and beyond the cell's band-pass halo: its radius plus this many BAND[1] sigmas
+SURROUND_MIN_REACH = 0.15  # and at least this fraction of the side
 
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # the cell patch's ring beyond ~1.5 radii: the cell itself is excluded from screening (cells look alike)
@@ -79,6 +85,7 @@ class Fingerprint:
     screen_whole: np.ndarray  # 16 x 16 float16, unit norm: the band-passed whole crop
     embed_whole: np.ndarray  # EMBED**2 float32, unit norm, invariant to rotations and mirrors
     embed_cell: np.ndarray  # the same for the cell-centred, cell-scaled view
+    field: np.ndarray  # 16 x 16 float16: band-passed view of the whole crop, for hema.fields
     cell: tuple[float, float, float]  # cell centre (y, x) and radius, in thumbnail pixels
     height: int
     width: int
@@ -86,7 +93,7 @@ class Fingerprint:
     @property
     def nbytes(self) -> int:
         """Bytes of pixel data it carries (it is pickled from the workers and kept for every image)."""
-        arrays = (self.thumb, self.screen_cell, self.screen_whole, self.embed_whole, self.embed_cell)
+        arrays = (self.thumb, self.screen_cell, self.screen_whole, self.embed_whole, self.embed_cell, self.field)
         return sum(a.nbytes for a in arrays)
 
 
@@ -138,10 +145,20 @@ def fingerprint(rgb: np.ndarray) -> Fingerprint:
         screen_whole=_unit(_pool2(_pool2(band[None])))[0].astype(np.float16),
         embed_whole=_orbit_embedding(whole),
         embed_cell=_orbit_embedding(_sample_square(smooth, cy, cx, reach, EMBED)),
+        field=_field_view(grey),
         cell=(cy, cx, radius),
         height=int(rgb.shape[0]),
         width=int(rgb.shape[1]),
     )
+
+
+def _field_view(grey: np.ndarray) -> np.ndarray:
+    """FIELD_GRID x FIELD_GRID float16 band-pass of a THUMB x THUMB grey thumbnail, standardised."""
+    band = ndimage.gaussian_filter(grey, FIELD_BAND[0]) - ndimage.gaussian_filter(grey, FIELD_BAND[1])
+    cell = grey.shape[0] // FIELD_GRID
+    view = band.reshape(FIELD_GRID, cell, FIELD_GRID, cell).mean(axis=(1, 3))
+    view = view - view.mean()
+    return (view / max(float(view.std()), 1e-6)).astype(np.float16)
 
 
 def _locate_cell(colour: np.ndarray, reach: float = 0.3, steps: int = 6) -> tuple[float, float, float]:
@@ -299,8 +316,8 @@ def _neighbour_pairs(embed: np.ndarray, k: int) -> np.ndarray:
     only with those filed under its SEARCH_PROBES nearest centroids (exact when that is all of them)."""
     n = len(embed)
     k = min(k, n - 1)
-    centroids = _kmeans(embed, max(1, int(np.sqrt(n))))
-    near_c = _nearest(embed, centroids, min(SEARCH_PROBES, len(centroids)))
+    centroids = kmeans(embed, max(1, int(np.sqrt(n))))
+    near_c = nearest(embed, centroids, min(SEARCH_PROBES, len(centroids)))
     home = near_c[:, 0]
     found_q, found_m, found_d = [], [], []
     for c in range(len(centroids)):
@@ -308,7 +325,7 @@ def _neighbour_pairs(embed: np.ndarray, k: int) -> np.ndarray:
         queries = np.flatnonzero((near_c == c).any(axis=1))
         if len(members) == 0 or len(queries) == 0:
             continue
-        dist = _half_sq_dist(embed[queries], embed[members])
+        dist = half_sq_dist(embed[queries], embed[members])
         dist[queries[:, None] == members[None, :]] = np.inf
         take = min(k, len(members))
         best = np.argpartition(dist, take - 1, axis=1)[:, :take]
@@ -322,36 +339,6 @@ def _neighbour_pairs(embed: np.ndarray, k: int) -> np.ndarray:
     keep = (rank < k) & np.isfinite(d)
     pairs = np.stack([np.minimum(q[keep], m[keep]), np.maximum(q[keep], m[keep])], axis=1)
     return pairs
-
-
-def _half_sq_dist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """|x - y|^2 / 2 for all rows of x against all rows of y."""
-    dist = x @ y.T
-    np.subtract(0.5 * (y * y).sum(axis=1)[None, :], dist, out=dist)
-    dist += 0.5 * (x * x).sum(axis=1)[:, None]
-    return dist
-
-
-def _nearest(x: np.ndarray, centroids: np.ndarray, count: int) -> np.ndarray:
-    """Indices of the `count` nearest centroids of each row, nearest first."""
-    dist = _half_sq_dist(x, centroids)
-    part = np.argpartition(dist, count - 1, axis=1)[:, :count] if count < len(centroids) else (
-        np.broadcast_to(np.arange(len(centroids)), dist.shape))
-    return np.take_along_axis(part, np.argsort(np.take_along_axis(dist, part, axis=1), axis=1), axis=1)
-
-
-def _kmeans(x: np.ndarray, count: int, steps: int = 8) -> np.ndarray:
-    """Plain Lloyd iterations from a fixed random start (deterministic for a given input)."""
-    rng = np.random.default_rng(0)
-    centroids = x[rng.choice(len(x), count, replace=False)].copy()
-    for _ in range(steps):
-        home = _nearest(x, centroids, 1)[:, 0]
-        sizes = np.bincount(home, minlength=count)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, home, x)
-        filled = sizes > 0
-        centroids[filled] = sums[filled] / sizes[filled, None]
-    return centroids
 
 
 def _screen(cell_view: np.ndarray, whole_view: np.ndarray, cand: np.ndarray, chunk: int = 8192):
@@ -402,7 +389,7 @@ def _register_chunk(thumbs: np.ndarray, cells: np.ndarray, cand: np.ndarray, ori
     for scale in [np.full(len(cand), SCALE_STEP**k) for k in range(-2, 3)] + [ratio]:
         dy, dx = _fft_shift(a_spectrum, b_half, scale)
         warped, valid = _warp(b_half, scale, dy, dx)
-        whole = _masked_ncc(a_half, warped, valid)
+        whole = masked_ncc(a_half, warped, valid)
         better = whole > best_whole
         best_whole[better], best_scale[better] = whole[better], scale[better]
     dy, dx = _fft_shift(_spectrum(a_img), b_img, best_scale)
@@ -492,15 +479,18 @@ def _registered_scores(a_img, b_img, scale, dy, dx, cell_a):
     )
     off_y = yy[None] - cell_a[:, 0, None, None]
     off_x = xx[None] - cell_a[:, 1, None, None]
-    reach = np.maximum(SURROUND_FROM * cell_a[:, 2], SURROUND_MIN_REACH * THUMB)  # past the DoG halo
+    radius = cell_a[:, 2]  # on a bare field the halo is all a lone cell shows: two platelets match there
+    reach = np.maximum(np.maximum(SURROUND_FROM * radius, radius + SURROUND_HALO * BAND[1]),
+                       SURROUND_MIN_REACH * THUMB)
     beyond = off_y**2 + off_x**2 > reach[:, None, None] ** 2
     centred = np.minimum(
-        _masked_ncc(a_img, warped, valid & around_a), _masked_ncc(a_img, warped, valid & around_b)
+        masked_ncc(a_img, warped, valid & around_a), masked_ncc(a_img, warped, valid & around_b)
     )
-    return _masked_ncc(a_img, warped, valid), centred, _masked_ncc(a_img, warped, valid & beyond)
+    return masked_ncc(a_img, warped, valid), centred, masked_ncc(a_img, warped, valid & beyond)
 
 
-def _masked_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def masked_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Correlation of a and b (P, n, n) over each mask; -1 where the mask holds under 1/16 of a."""
     w = mask.astype(np.float32)
     count = np.maximum(w.sum(axis=(1, 2)), 1.0)
     ma = (a * w).sum(axis=(1, 2)) / count
@@ -514,20 +504,7 @@ def _masked_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def group_pairs(n: int, pairs: Sequence[DupPair], labels: Sequence[int] | None = None) -> DedupResult:
     """Connected components of the pair graph; ids numbered in order of each group's first image."""
-    parent = np.arange(n)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for p in pairs:
-        ra, rb = root(p.a), root(p.b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([root(i) for i in range(n)], dtype=np.int64)
-    _, dup_group = np.unique(roots, return_inverse=True)  # roots are first members: order kept
+    dup_group = components(n, [(p.a, p.b) for p in pairs])
     near_groups = {dup_group[p.a] for p in pairs if p.kind == "near"}
     sizes = np.bincount(dup_group, minlength=1)
     kinds = [
@@ -544,3 +521,21 @@ def group_pairs(n: int, pairs: Sequence[DupPair], labels: Sequence[int] | None =
     return DedupResult(
         dup_group=dup_group.astype(np.int64), dup_kind=kinds, pairs=list(pairs), label_conflict=conflict
     )
+
+
+def components(n: int, links: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Connected components of the link graph; ids numbered in order of each group's first image."""
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in links:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([root(i) for i in range(n)], dtype=np.int64)
+    return np.unique(roots, return_inverse=True)[1].astype(np.int64)  # roots are first members

@@ -26,6 +26,8 @@ def features(source) -> datasets.Features:
             "dup_kind": datasets.Value("string"),
             "label_conflict": datasets.Value("bool"),
             "dup_representative": datasets.Value("bool"),
+            "field_group": datasets.Value("int64"),
+            "field_group_size": datasets.Value("int64"),
             "harmonised_label": datasets.ClassLabel(names=list(HARMONISED_CLASSES)),
         }
     )
@@ -45,5 +47,7 @@ def example(row, image: bytes) -> dict:
         "dup_kind": row.dup_kind,
         "label_conflict": row.label_conflict,
         "dup_representative": row.dup_representative,
+        "field_group": row.field_group,
+        "field_group_size": row.field_group_size,
         "harmonised_label": row.harmonised_label,
     }

@@ -116,3 +116,24 @@ def neighbour_crops(rgb: np.ndarray, offset: float = 0.45) -> tuple[np.ndarray, 
     side = int(min(h, w) / (1 + offset))
     step = int(side * offset)
     return rgb[:side, :side].copy(), rgb[step : step + side, step : step + side].copy()
+
+
+# ../shared's Acevedo20 sample, reviewed by eye (docs/dedup.md): its real near duplicates (exact ones are
+# found by their pixels), and its pairs of crops of one smear field, centred on two neighbouring cells.
+REVIEWED_NEAR = (
+    ("eosinophil/EO_246684.jpg", "eosinophil/EO_409717.jpg"),
+    ("eosinophil/EO_354514.jpg", "eosinophil/EO_400135.jpg"),
+    ("eosinophil/EO_464387.jpg", "eosinophil/EO_800344.jpg"),
+    ("erythroblast/ERB_287222.jpg", "erythroblast/ERB_984537.jpg"),
+    ("ig/IG_101958.jpg", "ig/IG_957559.jpg"),
+    ("ig/IG_466905.jpg", "ig/IG_855229.jpg"),
+    ("monocyte/MO_231316.jpg", "monocyte/MO_415531.jpg"),
+    ("platelet/PLATELET_237971.jpg", "platelet/PLATELET_368551.jpg"),
+)
+REVIEWED_SHARED = (
+    ("erythroblast/ERB_445589.jpg", "erythroblast/ERB_880363.jpg"),
+    ("erythroblast/ERB_608578.jpg", "erythroblast/ERB_653702.jpg"),
+    ("erythroblast/ERB_740140.jpg", "erythroblast/ERB_910470.jpg"),
+    ("lymphocyte/LY_609104.jpg", "monocyte/MO_74720.jpg"),
+    ("eosinophil/EO_621854.jpg", "monocyte/MO_418203.jpg"),  # 62 % apart at 288 px: beyond reach there
+)

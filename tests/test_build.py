@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import shutil
@@ -65,11 +66,15 @@ def test_round_trip_columns_and_pixels(sample_dir: Path, built: Path, tmp_path: 
 
 def test_groups_never_straddle_splits_and_every_class_in_every_split(built: Path) -> None:
     ds = load(built)
-    split_of_group = defaultdict(set)
+    split_of_group, split_of_field, field_of_group = defaultdict(set), defaultdict(set), defaultdict(set)
     for split in SPLITS:
-        for g in ds[split]["dup_group"]:
+        for g, f in zip(ds[split]["dup_group"], ds[split]["field_group"]):
             split_of_group[g].add(split)
+            split_of_field[f].add(split)
+            field_of_group[g].add(f)
     assert all(len(s) == 1 for s in split_of_group.values())
+    assert all(len(s) == 1 for s in split_of_field.values())
+    assert all(len(f) == 1 for f in field_of_group.values())  # a duplicate group lies in one field group
     for split in SPLITS:
         assert set(ds[split]["label"]) == set(range(len(CELL_CLASSES))), split
 
@@ -320,6 +325,16 @@ def test_build_on_real_acevedo20_cells(tmp_path: Path) -> None:
     assert Image.open(io.BytesIO(ds["test"].cast_column("image", datasets.Image(decode=False))[0]["image"]["bytes"])).format == "JPEG"
     for split in SPLITS:
         assert {CELL_CLASSES[label] for label in ds[split]["label"]} == set(ACEVEDO_TO_MLL23.values())
+    # crops of one smear field: reported, grouped, drawn, and each field group in one split
+    report = list(csv.DictReader(open(out / "dedup_report.csv")))
+    shared = {(r["image_id_a"], r["image_id_b"]) for r in report if r["kind"] == "shared_field"}
+    assert ("normoblast/ERB_445589.jpg", "normoblast/ERB_880363.jpg") in shared
+    rows = {r["image_id"]: (r["field_group"], r["field_group_size"], split) for split in SPLITS
+            for r in ds[split].select_columns(["image_id", "field_group", "field_group_size"])}
+    assert all(rows[a][0] == rows[b][0] and rows[a][2] == rows[b][2] for a, b in shared)
+    assert (out / "shared_fields.png").is_file()
+    multi = {group for group, size, _ in rows.values() if size > 1}
+    assert f"| field groups of more than one image | {len(multi)} |" in (out / "README.md").read_text()
 
 
 # The Hub validates card metadata online only; these are its documented values (huggingface_hub

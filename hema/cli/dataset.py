@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hema import dedup
+from hema import dedup, fields
 from hema.build import commit_message, read_build_info, set_repo_id, write_dedup_report
 from hema.build_config import BUILD_PARAMETERS
 from hema.catalog import decode_entries
@@ -46,13 +46,15 @@ def _cmd_dedup(args: argparse.Namespace) -> None:
     folders = sorted({e.cell_class for e in decoded.entries})
     labels = [folders.index(e.cell_class) for e in decoded.entries]
     found = dedup.find_duplicates(decoded.prints, labels=labels, num_proc=args.num_proc)
-    write_dedup_report(found.pairs, decoded.entries, Path(args.report))
+    shared = fields.find_fields(decoded.prints, found.pairs)
+    write_dedup_report(found.pairs, shared.pairs, decoded.entries, Path(args.report))
     first_members = np.unique(found.dup_group, return_index=True)[1]
     kinds = Counter(found.dup_kind[i] for i in first_members)
     cross = [p for p in found.pairs if labels[p.a] != labels[p.b]]
     print(
         f"{len(decoded.entries):,} images: {kinds['exact']} exact and {kinds['near']} near duplicate groups, "
-        f"{len(found.pairs)} confirmed pairs ({len(cross)} across labels); report: {args.report}"
+        f"{len(found.pairs)} confirmed pairs ({len(cross)} across labels), {len(shared.pairs)} shared-field "
+        f"pairs; report: {args.report}"
     )
     for p in cross:
         print(f"  {decoded.entries[p.a].image_id} <-> {decoded.entries[p.b].image_id} ({p.kind}, score {p.score:.3f})")

@@ -1,0 +1,43 @@
+"""Nearest neighbours by matrix products: k-means centroids and distances, for the duplicate and
+shared-field candidate searches (no index library: numpy's BLAS is fast enough at MLL23's size)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def half_sq_dist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """|x - y|^2 / 2 for all rows of x against all rows of y."""
+    dist = x @ y.T
+    np.subtract(0.5 * (y * y).sum(axis=1)[None, :], dist, out=dist)
+    dist += 0.5 * (x * x).sum(axis=1)[:, None]
+    return dist
+
+
+def nearest(x: np.ndarray, centroids: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` nearest centroids of each row, nearest first."""
+    dist = half_sq_dist(x, centroids)
+    if count <= 2 < len(centroids):  # argmin passes beat a partition for one or two
+        rows = np.arange(len(x))
+        first = dist.argmin(axis=1)
+        if count == 1:
+            return first[:, None]
+        dist[rows, first] = np.inf
+        return np.stack([first, dist.argmin(axis=1)], axis=1)
+    part = np.argpartition(dist, count - 1, axis=1)[:, :count] if count < len(centroids) else (
+        np.broadcast_to(np.arange(len(centroids)), dist.shape))
+    return np.take_along_axis(part, np.argsort(np.take_along_axis(dist, part, axis=1), axis=1), axis=1)
+
+
+def kmeans(x: np.ndarray, count: int, steps: int = 8) -> np.ndarray:
+    """Plain Lloyd iterations from a fixed random start (deterministic for a given input)."""
+    rng = np.random.default_rng(0)
+    centroids = x[rng.choice(len(x), count, replace=False)].copy()
+    for _ in range(steps):
+        home = nearest(x, centroids, 1)[:, 0]
+        sizes = np.bincount(home, minlength=count)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, home, x)
+        filled = sizes > 0
+        centroids[filled] = sums[filled] / sizes[filled, None]
+    return centroids
