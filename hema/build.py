@@ -25,7 +25,7 @@ import datasets
 
 from hema import __version__, atomic, card, figures
 from hema.build_config import CellImageConfig
-from hema.catalog import Catalog, make_catalog
+from hema.catalog import Catalog, CatalogRow, make_catalog
 from hema.dedup import DupPair
 from hema.fields import FieldPair
 from hema.errors import HemaError
@@ -241,25 +241,21 @@ def _draw_figures(catalog: Catalog, source: Source, folder: Path, synthetic: boo
     )
     conflicts = _conflicting_pairs(catalog)
     if conflicts:  # side by side with both labels
-        rows = catalog.rows
-        shown = [
-            (
-                decode_rgb(rows[p.a].path.read_bytes()).rgb,
-                decode_rgb(rows[p.b].path.read_bytes()).rgb,
-                f"{rows[p.a].image_id} | {rows[p.b].image_id}",
-            )
-            for p in conflicts[:8]
-        ]
-        figures.image_pairs(shown, folder / CONFLICT_FIGURE, f"Duplicates with conflicting labels ({len(conflicts)} pairs)")
+        figures.image_pairs(_side_by_side(catalog.rows, conflicts[:8]), folder / CONFLICT_FIGURE,
+                            f"Duplicates with conflicting labels ({len(conflicts)} pairs)")
     if catalog.field_pairs:  # one pair from each of a few field groups
-        rows = catalog.rows
-        by_group = {rows[p.a].field_group: p for p in reversed(catalog.field_pairs)}
-        shown = [
-            (
-                decode_rgb(rows[p.a].path.read_bytes()).rgb,
-                decode_rgb(rows[p.b].path.read_bytes()).rgb,
-                f"{rows[p.a].path.name}\n{rows[p.a].cell_class} | {rows[p.b].path.name}\n{rows[p.b].cell_class}",
-            )
-            for p in list(by_group.values())[:6]
-        ]
-        figures.image_pairs(shown, folder / FIELD_FIGURE, f"Crops of one smear field ({len(catalog.field_pairs)} pairs)")
+        by_group = {catalog.rows[p.a].field_group: p for p in reversed(catalog.field_pairs)}
+        figures.image_pairs(_side_by_side(catalog.rows, list(by_group.values())[:6]), folder / FIELD_FIGURE,
+                            f"Crops of one smear field ({len(catalog.field_pairs)} pairs)")
+
+
+def _side_by_side(rows: Sequence[CatalogRow], pairs: Sequence[DupPair | FieldPair]) -> list:
+    """(image a, image b, "file name and class | file name and class") for figures.image_pairs."""
+    return [
+        (
+            decode_rgb(rows[p.a].path.read_bytes()).rgb,
+            decode_rgb(rows[p.b].path.read_bytes()).rgb,
+            " | ".join(f"{r.path.name}\n{r.cell_class}" for r in (rows[p.a], rows[p.b])),
+        )
+        for p in pairs
+    ]

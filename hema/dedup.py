@@ -27,8 +27,6 @@ with planted copies of every kind and the hardest look-alike candidates (docs/de
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,8 +36,9 @@ import scipy.fft
 from PIL import Image
 from scipy import ndimage
 
+from hema.forked import fork_map
 from hema.imaging import phash, pixel_sha256
-from hema.vector_search import half_sq_dist, kmeans, nearest
+from hema.vector_search import half_sq_dist, kmeans, nearest, principal_axes
 
 THUMB = 64  # side of the registration thumbnail (whole crop)
 PATCH = 32  # side of the cell-centred patch
@@ -275,39 +274,22 @@ def near_candidates(prints: Sequence[Fingerprint]) -> tuple[np.ndarray, np.ndarr
 def _principal(embed: np.ndarray) -> np.ndarray:
     """The embedding's first SEARCH_DIMS principal components: a cheaper all-pairs product."""
     centred = embed - embed.mean(axis=0)
-    _, axes = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues: the last are principal
-    return np.ascontiguousarray(centred @ axes[:, ::-1][:, :SEARCH_DIMS], dtype=np.float32)
+    return np.ascontiguousarray(centred @ principal_axes(embed, SEARCH_DIMS), dtype=np.float32)
 
 
 _REGISTRATION_CHUNK = 1024
-_shared_views: tuple[np.ndarray, np.ndarray] | None = None  # (thumbs, cells), inherited by forked workers
 
 
 def registration_scores(
     prints: Sequence[Fingerprint], cand: np.ndarray, orient: np.ndarray, num_proc: int | None = None
 ) -> np.ndarray:
     """Per candidate pair: (whole, centre, surround, scale, dy, dx) of b registered onto a."""
-    global _shared_views
     thumbs = np.stack([fp.thumb for fp in prints])
     cells = np.array([fp.cell for fp in prints], dtype=np.float32)
     chunks = [(cand[s : s + _REGISTRATION_CHUNK], orient[s : s + _REGISTRATION_CHUNK])
               for s in range(0, len(cand), _REGISTRATION_CHUNK)]
-    procs = min(num_proc or os.cpu_count() or 1, len(chunks))
-    if procs <= 1:
-        scores = [_register_chunk(thumbs, cells, c, o) for c, o in chunks]
-    else:  # forked workers read the views from this module's memory: only pair indices are pickled
-        _shared_views = (thumbs, cells)
-        try:
-            with multiprocessing.get_context("fork").Pool(procs) as pool:
-                scores = pool.map(_register_shared, chunks, chunksize=1)
-        finally:
-            _shared_views = None
+    scores = fork_map(_register_chunk, (thumbs, cells), chunks, num_proc)
     return np.concatenate(scores) if scores else np.empty((0, 6), dtype=np.float64)
-
-
-def _register_shared(chunk: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    thumbs, cells = _shared_views
-    return _register_chunk(thumbs, cells, *chunk)
 
 
 def _neighbour_pairs(embed: np.ndarray, k: int) -> np.ndarray:
@@ -370,9 +352,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.sqrt((x * x).sum(axis=(1, 2), keepdims=True)), 1e-6)
 
 
-def _register_chunk(thumbs: np.ndarray, cells: np.ndarray, cand: np.ndarray, orient: np.ndarray):
+def _register_chunk(views: tuple[np.ndarray, np.ndarray], pairs: tuple[np.ndarray, np.ndarray]):
     """Coarse to fine: every scale hypothesis is registered at half resolution, the best one again at
-    full resolution, where the three scores are taken."""
+    full resolution, where the three scores are taken. `views` are (thumbs, cells) of all images,
+    `pairs` a chunk of candidates and their orientations."""
+    (thumbs, cells), (cand, orient) = views, pairs
     a_img = thumbs[cand[:, 0]].astype(np.float32)
     b_img = np.empty_like(a_img)
     for g in range(8):  # turn b into a's orientation

@@ -10,30 +10,34 @@ made on field_groups: the connected components of duplicate pairs and shared-fie
    whole crop (cells of 4 thumbnail px; the band keeps red-cell outlines and drops lighting).
 2. Candidates: when b is a moved by d, with |dy| and |dx| at most 9/16 of the side, one of a's four
    7 x 7 corner windows lies wholly inside b. Every 7 x 7 window of every image is looked up among
-   all corner windows (an inverted file over k-means centroids, matrix products); a match proposes
-   the pair and its shift, to a cell.
+   all corner windows (an inverted file over k-means centroids, matrix products); each image proposes
+   the images most of its windows matched (one shared field matches at many offsets, a look-alike
+   window at one), with the shift of the best match, to a cell.
 3. Confirmation, coarse to fine: the field views of a and b are correlated over their overlap (at
-   least a quarter of the crop) within a cell of the proposed shift; pairs above COARSE_MIN are
-   correlated again, on the band-passed 32 x 32 views, within a cell of the best shift. A pair shares
-   a field when that correlates at SHARED_MIN or more, at a shift beyond the duplicates' range.
+   least a quarter of the crop) at the proposed shift; pairs above COARSE_MIN are correlated again,
+   on the band-passed 32 x 32 views, within a cell of it. A pair shares a field when the overlap
+   correlates at SHARED_MIN or more, and at BEYOND_CELLS_MIN or more away from both centred cells
+   (two round cells laid on each other correlate well over a small overlap; two fields do only if
+   they are one), at a shift beyond the duplicates' range.
 
-The thresholds come from the real Acevedo20 sample (docs/dedup.md; bench/dedup_bench.py --part fields).
+The thresholds come from the real Acevedo20 sample (docs/dedup.md; bench/dedup_bench.py --part quality).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
 import numpy as np
 
 from hema.dedup import FIELD_GRID, THUMB, DupPair, Fingerprint, components, masked_ncc
-from hema.vector_search import kmeans, nearest
+from hema.vector_search import kmeans, nearest, principal_axes
 
 WINDOW = 7  # side of a window of the field view; corner windows cover shifts up to (16 - 7) / 16
-WINDOW_MIN = 0.8  # correlation of two windows that proposes a pair
-PROPOSALS = 16  # per image: the best-matching other images proposed
-PROBES = 2  # centroids each window is compared under
-BEST_PER_WINDOW = 2  # corners kept per window and centroid
+WINDOW_MIN = 0.75  # correlation of two windows that proposes a pair
+PROPOSALS = 48  # per image: the best-matching other images proposed
+PROBES = 4  # centroids each window is compared under
+BEST_PER_WINDOW = 1  # corners a window keeps under each centroid it probes
 SEARCH_DIMS = 16  # principal components the centroids are found and probed in
 VIEW = 32  # side of the confirmation view (the thumbnail pooled 2 x 2)
 COARSE_MIN = 0.75  # overlap correlation of the field views at the proposed shift, to go on
@@ -78,7 +82,10 @@ def find_fields(prints: Sequence[Fingerprint], dup_pairs: Sequence[DupPair]) -> 
 
 
 def shared_field_pairs(prints: Sequence[Fingerprint]) -> list[FieldPair]:
-    """Confirmed pairs of crops of one smear field (not near each other enough to be duplicates)."""
+    """Confirmed pairs of crops of one smear field (not near each other enough to be duplicates).
+
+    One process: the search is matrix products, which BLAS already spreads over the cores (forked
+    workers with threaded BLAS each were slower on 2 cores)."""
     coarse = np.stack([fp.field for fp in prints]).astype(np.float32)
     proposed, shift = _proposals(coarse)
     score, dy, dx, _ = _confirm(coarse, proposed, shift, COARSE_REFINE)  # cheap: 16 x 16
@@ -92,7 +99,8 @@ def shared_field_pairs(prints: Sequence[Fingerprint]) -> list[FieldPair]:
     local = local.reshape(proposed.shape)
     score, dy, dx, _ = _confirm(views, local, shift * (VIEW // FIELD_GRID), VIEW // FIELD_GRID)
     cells = np.array([prints[i].cell for i in involved], dtype=np.float32) * (VIEW / THUMB)
-    beyond = _beyond_cells_ncc(views[local[:, 0]], views[local[:, 1]], dy, dx, cells[local[:, 0]], cells[local[:, 1]])
+    a, b = local[:, 0], local[:, 1]
+    beyond = _beyond_cells_ncc(views[a], views[b], dy, dx, cells[a], cells[b])
     far = np.maximum(np.abs(dy), np.abs(dx)) >= MIN_SHIFT * VIEW
     keep = np.flatnonzero((score >= SHARED_MIN) & (beyond >= BEYOND_CELLS_MIN) & far)
     out = []
@@ -104,7 +112,7 @@ def shared_field_pairs(prints: Sequence[Fingerprint]) -> list[FieldPair]:
     return out
 
 
-def _windows(views: np.ndarray, offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+def _windows(views: np.ndarray, offsets: Sequence[tuple[int, int]] | np.ndarray) -> np.ndarray:
     """(n, len(offsets), WINDOW**2) unit-normalised, mean-free windows of the field views."""
     out = np.stack([views[:, y : y + WINDOW, x : x + WINDOW].reshape(len(views), -1) for y, x in offsets], 1)
     out -= out.mean(axis=2, keepdims=True)
@@ -112,56 +120,44 @@ def _windows(views: np.ndarray, offsets: Sequence[tuple[int, int]]) -> np.ndarra
     return out
 
 
-def _proposals(views: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _CornerIndex:
+    """Every image's corner windows, filed under k-means centroids (in principal components)."""
+
+    views: np.ndarray  # the field views of all images
+    corner: np.ndarray  # (4n, WINDOW**2) corner windows
+    corner_img: np.ndarray  # the image of each
+    corner_pos: np.ndarray  # its offset in the view
+    basis: np.ndarray  # principal axes the centroids live in
+    centroids: np.ndarray
+    by_home: np.ndarray  # corner indices sorted by centroid
+    bounds: np.ndarray  # by_home[bounds[c] : bounds[c + 1]] are filed under centroid c
+
+    @classmethod
+    def build(cls, views: np.ndarray) -> _CornerIndex:
+        n = len(views)
+        corner = _windows(views, _CORNERS).reshape(n * len(_CORNERS), -1)
+        rng = np.random.default_rng(0)  # centroids from a sample: the lists stay ~sqrt(n) long
+        train = corner[rng.choice(len(corner), min(len(corner), 32768), replace=False)]
+        basis = principal_axes(train, SEARCH_DIMS)
+        centroids = kmeans(train @ basis, max(1, int(np.sqrt(len(corner)))))
+        home = nearest(corner @ basis, centroids, 1)[:, 0]
+        by_home = np.argsort(home, kind="stable")
+        return cls(views, corner, np.repeat(np.arange(n), len(_CORNERS)), np.tile(np.array(_CORNERS), (n, 1)),
+                   basis, centroids, by_home, np.searchsorted(home[by_home], np.arange(len(centroids) + 1)))
+
+
+_CHUNK = 1024  # images whose windows are looked up together
+_OFFSETS = np.array([(y, x) for y in range(FIELD_GRID - WINDOW + 1) for x in range(FIELD_GRID - WINDOW + 1)])
+
+
+def _proposals(views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (a < b) and the shift (dy, dx), in field cells, that lays b on a."""
-    n = len(views)
-    corner = _windows(views, _CORNERS).reshape(n * len(_CORNERS), -1)
-    corner_img = np.repeat(np.arange(n), len(_CORNERS))
-    corner_pos = np.tile(np.array(_CORNERS), (n, 1))
-    reach = FIELD_GRID - WINDOW
-    offsets = [(y, x) for y in range(reach + 1) for x in range(reach + 1)]
-    query_pos = np.array(offsets)
-    rng = np.random.default_rng(0)  # centroids from a sample: the lists stay ~sqrt(n) long
-    basis = _principal_axes(corner[rng.choice(len(corner), min(len(corner), 32768), replace=False)])
-    centroids = kmeans(corner[rng.choice(len(corner), min(len(corner), 32768), replace=False)] @ basis,
-                       max(1, int(np.sqrt(len(corner)))))
-    home = nearest(corner @ basis, centroids, 1)[:, 0]
-    by_home = np.argsort(home, kind="stable")
-    bounds = np.searchsorted(home[by_home], np.arange(len(centroids) + 1))
-    found_a, found_b, found_s = [], [], []
-    for start in range(0, n, chunk):  # the windows of a chunk of images at a time
-        imgs = np.arange(start, min(n, start + chunk))
-        queries = _windows(views[imgs], offsets).reshape(len(imgs) * len(offsets), -1)
-        probes = nearest(queries @ basis, centroids, min(PROBES, len(centroids))).ravel()
-        q_of = np.repeat(np.arange(len(queries)), min(PROBES, len(centroids)))
-        order = np.argsort(probes, kind="stable")
-        q_bounds = np.searchsorted(probes[order], np.arange(len(centroids) + 1))
-        match_q, match_m = [], []
-        for c in range(len(centroids)):
-            qs = q_of[order[q_bounds[c] : q_bounds[c + 1]]]
-            ms = by_home[bounds[c] : bounds[c + 1]]
-            if len(qs) == 0 or len(ms) == 0:
-                continue
-            sim = queries[qs] @ corner[ms].T
-            for _ in range(min(BEST_PER_WINDOW, len(ms))):  # each window's best corners only: the
-                top = sim.argmax(axis=1)  # match counts stay linear in n
-                good = sim[np.arange(len(qs)), top] >= WINDOW_MIN
-                match_q.append(qs[good])
-                match_m.append(ms[top[good]])
-                sim[np.arange(len(qs)), top] = -np.inf
-        if not match_q:
-            continue
-        q, m = np.concatenate(match_q), np.concatenate(match_m)
-        b, a = imgs[q // len(offsets)], corner_img[m]
-        sim = np.einsum("ij,ij->i", queries[q], corner[m])
-        # a's window at p shows what b shows at u: b's content lies at (p - u) in a
-        shift = corner_pos[m] - query_pos[q % len(offsets)]
-        keep = a != b
-        a, b, sim, shift = _best_per_image(b[keep], a[keep], sim[keep], shift[keep])
-        found_a.append(a), found_b.append(b), found_s.append(shift)
-    if not found_a:
+    index = _CornerIndex.build(views)
+    found = [f for f in (_chunk_proposals(index, s) for s in range(0, len(views), _CHUNK)) if f]
+    if not found:
         return np.empty((0, 2), dtype=np.int64), np.empty((0, 2), dtype=np.int64)
-    a, b, shift = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_s)
+    a, b, shift = (np.concatenate(x) for x in zip(*found))
     swap = a > b  # as (low, high), with the shift that lays high on low
     pairs = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
     shift = np.where(swap[:, None], -shift, shift)
@@ -169,31 +165,67 @@ def _proposals(views: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.nda
     return pairs, shift[first]
 
 
-def _principal_axes(x: np.ndarray) -> np.ndarray:
-    """The first SEARCH_DIMS principal axes of rows x: centroids are found and probed in them."""
-    centred = x - x.mean(axis=0)
-    _, axes = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues: the last are principal
-    return np.ascontiguousarray(axes[:, ::-1][:, :SEARCH_DIMS], dtype=np.float32)
+def _chunk_proposals(index: _CornerIndex, start: int) -> tuple | None:
+    """(a, b, shift) proposed by the windows of images start .. start + _CHUNK (None when nothing)."""
+    n, centroids = len(index.views), index.centroids
+    imgs = np.arange(start, min(n, start + _CHUNK))
+    queries = _windows(index.views[imgs], _OFFSETS).reshape(len(imgs) * len(_OFFSETS), -1)
+    probes = nearest(queries @ index.basis, centroids, min(PROBES, len(centroids))).ravel()
+    q_of = np.repeat(np.arange(len(queries)), min(PROBES, len(centroids)))
+    order = np.argsort(probes, kind="stable")
+    q_bounds = np.searchsorted(probes[order], np.arange(len(centroids) + 1))
+    match_q, match_m = [], []
+    for c in range(len(centroids)):
+        qs = q_of[order[q_bounds[c] : q_bounds[c + 1]]]
+        ms = index.by_home[index.bounds[c] : index.bounds[c + 1]]
+        if len(qs) == 0 or len(ms) == 0:
+            continue
+        sim = queries[qs] @ index.corner[ms].T
+        for _ in range(min(BEST_PER_WINDOW, len(ms))):  # each window's best corners only: the match
+            top = sim.argmax(axis=1)  # counts stay linear in n
+            good = sim[np.arange(len(qs)), top] >= WINDOW_MIN
+            match_q.append(qs[good])
+            match_m.append(ms[top[good]])
+            sim[np.arange(len(qs)), top] = -np.inf
+    q, m = np.concatenate(match_q or [[]]).astype(np.int64), np.concatenate(match_m or [[]]).astype(np.int64)
+    b, a = imgs[q // len(_OFFSETS)], index.corner_img[m]
+    other = a != b  # an image's corner windows find themselves: dropped here, cheaper than masking
+    q, m, b, a = q[other], m[other], b[other], a[other]
+    if len(q) == 0:
+        return None
+    sim = np.einsum("ij,ij->i", queries[q], index.corner[m])
+    # a's window at p shows what b shows at u: b's content lies at (p - u) in a
+    shift = index.corner_pos[m] - _OFFSETS[q % len(_OFFSETS)]
+    return _best_per_image(b, a, sim, shift, n)
 
 
-def _best_per_image(b, a, sim, shift):
-    """The PROPOSALS best-matching distinct images a of each query image b (best match each)."""
-    order = np.lexsort((-sim, a, b))
-    b, a, sim, shift = b[order], a[order], sim[order], shift[order]
-    first = np.ones(len(b), dtype=bool)
-    first[1:] = (b[1:] != b[:-1]) | (a[1:] != a[:-1])
-    b, a, sim, shift = b[first], a[first], sim[first], shift[first]
-    order = np.lexsort((-sim, b))
-    b, a, sim, shift = b[order], a[order], sim[order], shift[order]
+def _best_per_image(b, a, sim, shift, n: int):
+    """The PROPOSALS best-matching distinct images a of each query image b (of n), ranked by how many
+    of b's windows matched a corner of a at one shift (one shared field matches at many offsets, and
+    they agree on the shift; a look-alike window matches at one), then by the best such match."""
+    span = 2 * (FIELD_GRID - WINDOW) + 1  # shifts per axis
+    key = (b * n + a) * span**2 + (shift[:, 0] + FIELD_GRID - WINDOW) * span + shift[:, 1] + FIELD_GRID - WINDOW
+    order = np.argsort(key, kind="stable")
+    key, sim, shift = key[order], sim[order], shift[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])  # one group per (b, a, shift)
+    votes = np.diff(np.r_[starts, len(key)])
+    best = np.maximum.reduceat(sim, starts)
+    pair, shift = key[starts] // span**2, shift[starts]
+    order = np.lexsort((-best, -votes, pair))  # each (b, a) at its most-voted shift
+    pair, shift, votes, best = pair[order], shift[order], votes[order], best[order]
+    first = np.r_[True, pair[1:] != pair[:-1]]
+    pair, shift, votes, best = pair[first], shift[first], votes[first], best[first]
+    b, a = pair // n, pair % n
+    order = np.lexsort((-best, -votes, b))
+    b, a, shift = b[order], a[order], shift[order]
     rank = np.arange(len(b)) - np.searchsorted(b, b)
     keep = rank < PROPOSALS
-    return a[keep], b[keep], sim[keep], shift[keep]
+    return a[keep], b[keep], shift[keep]
 
 
 def _confirm(views: np.ndarray, pairs: np.ndarray, shift: np.ndarray, refine: int, chunk: int = 2048):
     """Best overlap correlation of b laid on a within `refine` pixels of each proposed shift:
     (score, dy, dx, overlap share) per pair; overlaps under MIN_OVERLAP score -1."""
-    n = views.shape[-1]
     steps = [(y, x) for y in range(-refine, refine + 1) for x in range(-refine, refine + 1)]
     out = np.full((len(pairs), 4), -1.0)
     for s in range(0, len(pairs), chunk):
@@ -202,7 +234,7 @@ def _confirm(views: np.ndarray, pairs: np.ndarray, shift: np.ndarray, refine: in
         best = np.full((len(a), 4), -1.0)
         for sy, sx in steps:
             dy, dx = base[:, 0] + sy, base[:, 1] + sx
-            score, share = _overlap_ncc(a, b, dy, dx, n)
+            score, share = _overlap_ncc(a, b, dy, dx)
             score = np.where(share >= MIN_OVERLAP, score, -1.0)
             better = score > best[:, 0]
             best[better] = np.stack([score, dy, dx, share], axis=1)[better]
@@ -210,36 +242,30 @@ def _confirm(views: np.ndarray, pairs: np.ndarray, shift: np.ndarray, refine: in
     return out[:, 0], out[:, 1].astype(np.int64), out[:, 2].astype(np.int64), out[:, 3]
 
 
-def _overlap_ncc(a: np.ndarray, b: np.ndarray, dy: np.ndarray, dx: np.ndarray, n: int):
-    """Correlation of a[y + dy, x + dx] with b[y, x] over their overlap, and its share of the crop."""
-    yy = np.arange(n)
-    ya = yy[None, :] + dy[:, None]  # a's row under each of b's rows
-    xa = yy[None, :] + dx[:, None]
-    ok_y, ok_x = (ya >= 0) & (ya < n), (xa >= 0) & (xa < n)
-    mask = ok_y[:, :, None] & ok_x[:, None, :]
+def _laid_on(a: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """a[y + dy, x + dx] on b's grid (P, n, n), and where that falls inside a."""
+    n = a.shape[-1]
+    ya = np.arange(n)[None, :] + dy[:, None]  # a's row under each of b's rows
+    xa = np.arange(n)[None, :] + dx[:, None]
+    inside = ((ya >= 0) & (ya < n))[:, :, None] & ((xa >= 0) & (xa < n))[:, None, :]
     rows = np.arange(len(a))[:, None, None]
-    moved = a[rows, np.clip(ya, 0, n - 1)[:, :, None], np.clip(xa, 0, n - 1)[:, None, :]]
-    w = mask.astype(np.float32)
-    count = np.maximum(w.sum(axis=(1, 2)), 1.0)
-    ma = (moved * w).sum(axis=(1, 2)) / count
-    mb = (b * w).sum(axis=(1, 2)) / count
-    da, db = (moved - ma[:, None, None]) * w, (b - mb[:, None, None]) * w
-    den = np.sqrt((da * da).sum(axis=(1, 2)) * (db * db).sum(axis=(1, 2)))
-    return (da * db).sum(axis=(1, 2)) / np.maximum(den, 1e-6), count / (n * n)
+    return a[rows, np.clip(ya, 0, n - 1)[:, :, None], np.clip(xa, 0, n - 1)[:, None, :]], inside
+
+
+def _overlap_ncc(a: np.ndarray, b: np.ndarray, dy: np.ndarray, dx: np.ndarray):
+    """Correlation of a[y + dy, x + dx] with b[y, x] over their overlap, and its share of the crop."""
+    moved, inside = _laid_on(a, dy, dx)
+    return masked_ncc(moved, b, inside), inside.mean(axis=(1, 2))
 
 
 def _beyond_cells_ncc(a, b, dy, dx, cell_a, cell_b) -> np.ndarray:
-    """The overlap's correlation away from both centred cells (CELL_CLEAR radii): the red cells
+    """The overlap's correlation away from both centred cells (CELL_CLEAR radii each): the red cells
     around them. Two round cells laid on each other correlate well; two fields do only if shared."""
-    n = a.shape[-1]
-    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
-    ya, xa = yy[None] + dy[:, None, None], xx[None] + dx[:, None, None]  # b's pixel's place in a
-    inside = (ya >= 0) & (ya < n) & (xa >= 0) & (xa < n)
-    clear_b = np.hypot(yy[None] - cell_b[:, 0, None, None], xx[None] - cell_b[:, 1, None, None]) > (
-        CELL_CLEAR * cell_b[:, 2, None, None])
-    clear_a = np.hypot(ya - cell_a[:, 0, None, None], xa - cell_a[:, 1, None, None]) > (
-        CELL_CLEAR * cell_a[:, 2, None, None])
-    rows = np.arange(len(a))[:, None, None]
-    moved = a[rows, np.clip(ya, 0, n - 1).astype(np.int64), np.clip(xa, 0, n - 1).astype(np.int64)]
-    mask = inside & clear_a & clear_b
-    return masked_ncc(moved, b, mask)
+    moved, inside = _laid_on(a, dy, dx)
+    yy, xx = np.mgrid[0 : a.shape[-1], 0 : a.shape[-1]].astype(np.float32)
+
+    def clear(cell: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.hypot(y - cell[:, 0, None, None], x - cell[:, 1, None, None]) > CELL_CLEAR * cell[:, 2, None, None]
+
+    in_a = yy[None] + dy[:, None, None], xx[None] + dx[:, None, None]  # b's pixels' places in a
+    return masked_ncc(moved, b, inside & clear(cell_b, yy[None], xx[None]) & clear(cell_a, *in_a))

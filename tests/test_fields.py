@@ -60,9 +60,17 @@ def test_real_shared_fields_are_found_and_nothing_else(side: int | None) -> None
     shared = fields.find_fields(prints, found.pairs)
     pairs = {(names[p.a], names[p.b]) for p in shared.pairs}
     group = dict(zip(names, shared.field_group))
-    hits = sum(group[a] == group[b] for a, b in REVIEWED_SHARED)
-    assert hits >= len(REVIEWED_SHARED) - 1  # each layout misses one (docs/dedup.md)
+    missed = {(a, b) for a, b in REVIEWED_SHARED if group[a] != group[b]}
+    # at 288 px the EO pair is 63 % of the side apart: beyond the search's reach (docs/dedup.md)
+    assert missed == ({("eosinophil/EO_621854.jpg", "monocyte/MO_418203.jpg")} if side else set())
     also = {("eosinophil/EO_728356.jpg", "monocyte/MO_418203.jpg")}  # EO_728356 = EO_621854
     assert pairs - set(REVIEWED_SHARED) <= also  # nothing else (duplicates are dup pairs, not field pairs)
     dup_of = found.dup_group
     assert all(len(set(shared.field_group[dup_of == g])) == 1 for g in np.unique(dup_of))
+
+
+def test_few_images_and_no_matches_give_no_pairs() -> None:
+    """Two unrelated fields: nothing proposed beyond themselves (the search's empty paths)."""
+    prints = [dedup.fingerprint(draw_field(s)) for s in (7, 8)]
+    result = fields.find_fields(prints, [])
+    assert result.pairs == [] and result.field_group.tolist() == [0, 1]
