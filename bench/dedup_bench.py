@@ -237,9 +237,7 @@ def _surround_texture(fp: dedup.Fingerprint) -> float:
     """How much smear field an image shows beyond its cell (where dedup's surround score looks)."""
     cy, cx, radius = fp.cell
     yy, xx = np.mgrid[0 : dedup.THUMB, 0 : dedup.THUMB]
-    reach = max(dedup.SURROUND_FROM * radius, radius + dedup.SURROUND_HALO * dedup.BAND[1],
-                dedup.SURROUND_MIN_REACH * dedup.THUMB)
-    beyond = (yy - cy) ** 2 + (xx - cx) ** 2 > reach**2
+    beyond = (yy - cy) ** 2 + (xx - cx) ** 2 > dedup.surround_reach(radius) ** 2
     return float(((fp.thumb[beyond] / dedup.QUANT) ** 2).mean()) if beyond.any() else 0.0
 
 

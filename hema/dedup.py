@@ -463,14 +463,17 @@ def _registered_scores(a_img, b_img, scale, dy, dx, cell_a):
     )
     off_y = yy[None] - cell_a[:, 0, None, None]
     off_x = xx[None] - cell_a[:, 1, None, None]
-    radius = cell_a[:, 2]  # on a bare field the halo is all a lone cell shows: two platelets match there
-    reach = np.maximum(np.maximum(SURROUND_FROM * radius, radius + SURROUND_HALO * BAND[1]),
-                       SURROUND_MIN_REACH * THUMB)
-    beyond = off_y**2 + off_x**2 > reach[:, None, None] ** 2
+    beyond = off_y**2 + off_x**2 > surround_reach(cell_a[:, 2])[:, None, None] ** 2
     centred = np.minimum(
         masked_ncc(a_img, warped, valid & around_a), masked_ncc(a_img, warped, valid & around_b)
     )
     return masked_ncc(a_img, warped, valid), centred, masked_ncc(a_img, warped, valid & beyond)
+
+
+def surround_reach(radius: np.ndarray | float) -> np.ndarray | float:
+    """Where the surround starts, in thumbnail px from the cell centre: past the cell and its band-pass
+    halo (on a bare field the halo is all a lone cell shows, and two platelets matched there)."""
+    return np.maximum(np.maximum(SURROUND_FROM * radius, radius + SURROUND_HALO * BAND[1]), SURROUND_MIN_REACH * THUMB)
 
 
 def masked_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
