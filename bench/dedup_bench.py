@@ -154,12 +154,7 @@ def quality(per_kind: int, seed: int, layout: str) -> None:
     print(f"  near pair recall  {np.mean(near):.4f} ({sum(near)}/{len(near)})")
     for kind, v in hits.items():
         print(f"    {kind:28s} {np.mean(v):.3f}")
-    predicted = [(i, j) for g in _groups(group) for i, j in combinations(g, 2)]
-    right = sum(origin_arr[i] == origin_arr[j] for i, j in predicted)
-    print(f"  pair precision    {right / max(len(predicted), 1):.4f} ({right}/{len(predicted)})")
-    for i, j in predicted:
-        if origin_arr[i] != origin_arr[j]:
-            print(f"    wrong: {i} ({kind_of[i]}) ~ {j} ({kind_of[j]})")
+    _pair_precision("pair precision   ", group, origin_arr, lambda i: f"{i} ({kind_of[i]})")
     neighbours = [i for i, k in enumerate(kind_of) if k == "neighbour"]
     merged = sum(group[i] == group[j] for i, j in zip(neighbours[::2], neighbours[1::2]))
     print(f"  neighbour crops merged: {merged}/{len(neighbours) // 2}")
@@ -177,7 +172,7 @@ def _shared_fields(prints, found: dedup.DedupResult, origin: np.ndarray, neighbo
     reviewed = [(index[a], index[b]) for a, b in REVIEWED_SHARED]
     first = {}
     links = [(first.setdefault(o, i), i) for i, o in enumerate(origin)] + list(neighbours) + reviewed
-    truth = fields.components(len(prints), links)
+    truth = dedup.components(len(prints), links)
     group = result.field_group
     print(f"\nshared fields: find_fields took {took:.1f} s; {len(result.pairs)} shared-field pairs")
     for title, pairs in (("reviewed real pairs", reviewed), ("planted neighbour crops", neighbours)):
@@ -186,12 +181,7 @@ def _shared_fields(prints, found: dedup.DedupResult, origin: np.ndarray, neighbo
         for (a, b), h in zip(pairs, hit):
             if not h and a < len(names) and b < len(names):
                 print(f"    missed: {names[a]} ~ {names[b]}")
-    predicted = [(i, j) for g in _groups(group) for i, j in combinations(g, 2)]
-    right = sum(truth[i] == truth[j] for i, j in predicted)
-    print(f"  field-group pair precision {right / max(len(predicted), 1):.4f} ({right}/{len(predicted)})")
-    for i, j in predicted:
-        if truth[i] != truth[j]:
-            print(f"    wrong: {names[i] if i < len(names) else i} ~ {names[j] if j < len(names) else j}")
+    _pair_precision("field-group pair precision", group, truth, lambda i: names[i] if i < len(names) else str(i))
     dup = found.dup_group
     inside = all(len(set(group[dup == g])) == 1 for g in np.unique(dup))
     print(f"  every duplicate group inside one field group: {inside}")
@@ -201,6 +191,16 @@ def _shared_fields(prints, found: dedup.DedupResult, origin: np.ndarray, neighbo
     same = truth[proposed[:, 0]] == truth[proposed[:, 1]]
     print(f"  proposals: {len(proposed)} pairs ({int(same.sum())} of one field); coarse score of one field "
           f"min {_percentiles(score[same], [0])}, others p99/p99.9/max {_percentiles(score[~same], [99, 99.9, 100])}")
+
+
+def _pair_precision(title: str, group: np.ndarray, truth: np.ndarray, describe) -> None:
+    """Share of the pairs within predicted groups that one truth group holds; the others, described."""
+    predicted = [(i, j) for g in _groups(group) for i, j in combinations(g, 2)]
+    right = sum(truth[i] == truth[j] for i, j in predicted)
+    print(f"  {title} {right / max(len(predicted), 1):.4f} ({right}/{len(predicted)})")
+    for i, j in predicted:
+        if truth[i] != truth[j]:
+            print(f"    wrong: {describe(i)} ~ {describe(j)}")
 
 
 def _groups(group: np.ndarray) -> list[np.ndarray]:
