@@ -27,6 +27,7 @@ with planted copies of every kind and the hardest look-alike candidates (docs/de
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,8 +132,8 @@ def fingerprint(rgb: np.ndarray) -> Fingerprint:
     )
     grey = colour @ _GREY
     cy, cx, radius = _locate_cell(colour)
-    smooth = ndimage.gaussian_filter(grey, BAND[1])  # also the embeddings' anti-aliasing (8 px cells)
-    band = _standardise(ndimage.gaussian_filter(grey, BAND[0]) - smooth)
+    smooth = _blur(grey, BAND[1])  # also the embeddings' anti-aliasing (8 px cells)
+    band = _standardise(_blur(grey, BAND[0]) - smooth)
     reach = float(np.clip(CELL_REACH * radius, 0.2 * THUMB, 0.6 * THUMB))
     patch = _sample_square(band, cy, cx, reach, PATCH) * _RING
     whole = _sample_square(smooth, (THUMB - 1) / 2, (THUMB - 1) / 2, THUMB / 2, EMBED)
@@ -153,11 +154,23 @@ def fingerprint(rgb: np.ndarray) -> Fingerprint:
 
 def _field_view(grey: np.ndarray) -> np.ndarray:
     """FIELD_GRID x FIELD_GRID float16 band-pass of a THUMB x THUMB grey thumbnail, standardised."""
-    band = ndimage.gaussian_filter(grey, FIELD_BAND[0]) - ndimage.gaussian_filter(grey, FIELD_BAND[1])
+    band = _blur(grey, FIELD_BAND[0]) - _blur(grey, FIELD_BAND[1])
     cell = grey.shape[0] // FIELD_GRID
     view = band.reshape(FIELD_GRID, cell, FIELD_GRID, cell).mean(axis=(1, 3))
     view = view - view.mean()
     return (view / max(float(view.std()), 1e-6)).astype(np.float16)
+
+
+@functools.cache
+def _blur_matrix(sigma: float, n: int) -> np.ndarray:
+    """M with M @ x == ndimage.gaussian_filter1d(x, sigma) (mode "reflect") for length-n columns x."""
+    return ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0).astype(np.float32)
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """ndimage.gaussian_filter(img, sigma) of a square image as two small matrix products (4x faster)."""
+    m = _blur_matrix(sigma, img.shape[0])
+    return m @ img @ m.T
 
 
 def _locate_cell(colour: np.ndarray, reach: float = 0.3, steps: int = 6) -> tuple[float, float, float]:

@@ -98,11 +98,15 @@ def shared_field_pairs(prints: Sequence[Fingerprint]) -> list[FieldPair]:
     views = thumbs.reshape(len(thumbs), VIEW, -1, VIEW, thumbs.shape[-1] // VIEW).mean(axis=(2, 4))
     local = local.reshape(proposed.shape)
     score, dy, dx, _ = _confirm(views, local, shift * (VIEW // FIELD_GRID), VIEW // FIELD_GRID)
-    cells = np.array([prints[i].cell for i in involved], dtype=np.float32) * (VIEW / THUMB)
-    a, b = local[:, 0], local[:, 1]
-    beyond = _beyond_cells_ncc(views[a], views[b], dy, dx, cells[a], cells[b])
     far = np.maximum(np.abs(dy), np.abs(dx)) >= MIN_SHIFT * VIEW
-    keep = np.flatnonzero((score >= SHARED_MIN) & (beyond >= BEYOND_CELLS_MIN) & far)
+    keep = np.flatnonzero((score >= SHARED_MIN) & far)
+    cells = np.array([prints[i].cell for i in involved], dtype=np.float32) * (VIEW / THUMB)
+    beyond = np.full(len(keep), -1.0)
+    for s in range(0, len(keep), _CHUNK):  # the rest of the pairs only, a chunk at a time
+        k = keep[s : s + _CHUNK]
+        a, b = local[k, 0], local[k, 1]
+        beyond[s : s + _CHUNK] = _beyond_cells_ncc(views[a], views[b], dy[k], dx[k], cells[a], cells[b])
+    keep = keep[beyond >= BEYOND_CELLS_MIN]
     out = []
     for k in keep:
         a, b = proposed[k]
@@ -223,23 +227,44 @@ def _best_per_image(b, a, sim, shift, n: int):
     return a[keep], b[keep], shift[keep]
 
 
-def _confirm(views: np.ndarray, pairs: np.ndarray, shift: np.ndarray, refine: int, chunk: int = 2048):
+def _confirm(views: np.ndarray, pairs: np.ndarray, shift: np.ndarray, refine: int):
     """Best overlap correlation of b laid on a within `refine` pixels of each proposed shift:
-    (score, dy, dx, overlap share) per pair; overlaps under MIN_OVERLAP score -1."""
+    (score, dy, dx, overlap share) per pair; overlaps under MIN_OVERLAP score -1.
+
+    Pairs are taken in groups that share a proposed shift: at each shift a group's overlaps are the
+    same slices of a and b, so no pixel is gathered pair by pair."""
+    n = views.shape[-1]
     steps = [(y, x) for y in range(-refine, refine + 1) for x in range(-refine, refine + 1)]
     out = np.full((len(pairs), 4), -1.0)
-    for s in range(0, len(pairs), chunk):
-        a, b = views[pairs[s : s + chunk, 0]], views[pairs[s : s + chunk, 1]]
-        base = shift[s : s + chunk]
-        best = np.full((len(a), 4), -1.0)
-        for sy, sx in steps:
-            dy, dx = base[:, 0] + sy, base[:, 1] + sx
-            score, share = _overlap_ncc(a, b, dy, dx)
-            score = np.where(share >= MIN_OVERLAP, score, -1.0)
+    key = (shift[:, 0] + n) * (3 * n) + shift[:, 1] + n  # shifts lie within +-n
+    order = np.argsort(key, kind="stable")
+    for group in np.split(order, np.flatnonzero(np.diff(key[order])) + 1):
+        if len(group) == 0:
+            continue
+        a, b = views[pairs[group, 0]], views[pairs[group, 1]]
+        best = out[group]
+        for sy, sx in steps:  # in order, the first best kept
+            dy, dx = int(shift[group[0], 0]) + sy, int(shift[group[0], 1]) + sx
+            y0, y1, x0, x1 = max(0, dy), min(n, n + dy), max(0, dx), min(n, n + dx)
+            share = max(y1 - y0, 0) * max(x1 - x0, 0) / n**2
+            if share < MIN_OVERLAP:
+                continue
+            score = _ncc(a[:, y0:y1, x0:x1], b[:, y0 - dy : y1 - dy, x0 - dx : x1 - dx])
             better = score > best[:, 0]
-            best[better] = np.stack([score, dy, dx, share], axis=1)[better]
-        out[s : s + chunk] = best
+            best[better, 0] = score[better]
+            best[better, 1:] = dy, dx, share
+        out[group] = best
     return out[:, 0], out[:, 1].astype(np.int64), out[:, 2].astype(np.int64), out[:, 3]
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Correlation of each a with its b (P, h, w)."""
+    a = a.reshape(len(a), -1)
+    b = b.reshape(len(b), -1)
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    den = np.sqrt(np.einsum("pi,pi->p", a, a) * np.einsum("pi,pi->p", b, b))
+    return np.einsum("pi,pi->p", a, b) / np.maximum(den, 1e-6)
 
 
 def _laid_on(a: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -250,12 +275,6 @@ def _laid_on(a: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> tuple[np.ndarray,
     inside = ((ya >= 0) & (ya < n))[:, :, None] & ((xa >= 0) & (xa < n))[:, None, :]
     rows = np.arange(len(a))[:, None, None]
     return a[rows, np.clip(ya, 0, n - 1)[:, :, None], np.clip(xa, 0, n - 1)[:, None, :]], inside
-
-
-def _overlap_ncc(a: np.ndarray, b: np.ndarray, dy: np.ndarray, dx: np.ndarray):
-    """Correlation of a[y + dy, x + dx] with b[y, x] over their overlap, and its share of the crop."""
-    moved, inside = _laid_on(a, dy, dx)
-    return masked_ncc(moved, b, inside), inside.mean(axis=(1, 2))
 
 
 def _beyond_cells_ncc(a, b, dy, dx, cell_a, cell_b) -> np.ndarray:

@@ -4,9 +4,10 @@ Every stored image decodes to exactly the pixels whose SHA-256 is published. RGB
 compact format that PIL, torchvision.io.decode_image and browsers all read (JPEG, PNG, WebP) keep
 their original bytes; everything else (the scanners' uncompressed TIFF, and L, LA, P, RGBA, CMYK or
 16-bit images, converted to RGB first) is stored as PNG. The PNG is written here rather than by PIL:
-the Up filter on every row (vectorised in numpy) and zlib-ng at level 2 measured 0.38x the TIFF's
-bytes in 1.5 ms on real cells, against 0.40x in 4.4 ms for PIL at its fastest level and 0.30x in
-2.8 ms for lossless WebP (bench/image_format_bench.py, README); encoding is most of a build's time.
+the Up filter on every row (vectorised in numpy), deflated by ISA-L (isal) at level 1, measured 0.38x
+the TIFF's bytes in 0.6 ms on real cells, against 0.37x in 1.7 ms for zlib-ng at level 2, 0.40x in
+4.4 ms for PIL at its fastest level and 0.30x in 2.8 ms for lossless WebP
+(bench/image_format_bench.py, README); encoding was the largest part of a build's time.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
 from PIL import Image, UnidentifiedImageError
-from zlib_ng import zlib_ng
+from isal import isal_zlib
 
 # Scanner exports are large TIFFs; real cells never come near this, but do not let PIL refuse them.
 Image.MAX_IMAGE_PIXELS = None
@@ -33,7 +35,7 @@ STORED_FORMAT = "PNG"  # what every other image is re-encoded to, losslessly
 STORED_SUFFIX = ".png"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_UP = 2  # PNG filter type: each byte minus the byte above it
-_ZLIB_LEVEL = 2  # zlib-ng's level 1 is a different, much weaker strategy (0.52x on real cells)
+_DEFLATE_LEVEL = 1  # ISA-L's levels 1 and 2 compress alike here; 0 is weaker (0.48x on real cells)
 
 
 class BadImageError(ValueError):
@@ -74,8 +76,13 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def encode_stored(rgb: np.ndarray) -> bytes:
-    """Lossless 8-bit RGB PNG: every row Up-filtered, deflated by zlib-ng (any PNG decoder reads it)."""
+def _deflate(data: bytes) -> bytes:
+    return isal_zlib.compress(data, _DEFLATE_LEVEL)
+
+
+def encode_stored(rgb: np.ndarray, deflate: Callable[[bytes], bytes] = _deflate) -> bytes:
+    """Lossless 8-bit RGB PNG: every row Up-filtered, then `deflate`d into a zlib stream (ISA-L by
+    default; bench/image_format_bench.py passes others). Any PNG decoder reads it."""
     height, width, _ = rgb.shape
     rows = np.ascontiguousarray(rgb, dtype=np.uint8).reshape(height, width * 3)
     filtered = np.empty((height, width * 3 + 1), dtype=np.uint8)
@@ -86,7 +93,7 @@ def encode_stored(rgb: np.ndarray) -> bytes:
     return b"".join((
         _PNG_SIGNATURE,
         _png_chunk(b"IHDR", header),
-        _png_chunk(b"IDAT", zlib_ng.compress(filtered.tobytes(), _ZLIB_LEVEL)),
+        _png_chunk(b"IDAT", deflate(filtered.tobytes())),
         _png_chunk(b"IEND", b""),
     ))
 
