@@ -126,16 +126,16 @@ def _windows(views: np.ndarray, offsets: Sequence[tuple[int, int]] | np.ndarray)
 
 @dataclass(frozen=True)
 class _CornerIndex:
-    """Every image's corner windows, filed under k-means centroids (in principal components)."""
+    """Every image's corner windows, filed under k-means centroids (in principal components) and
+    stored in centroid order, so each centroid's list is one slice."""
 
     views: np.ndarray  # the field views of all images
-    corner: np.ndarray  # (4n, WINDOW**2) corner windows
+    corner: np.ndarray  # (4n, WINDOW**2) corner windows, in centroid order
     corner_img: np.ndarray  # the image of each
     corner_pos: np.ndarray  # its offset in the view
     basis: np.ndarray  # principal axes the centroids live in
     centroids: np.ndarray
-    by_home: np.ndarray  # corner indices sorted by centroid
-    bounds: np.ndarray  # by_home[bounds[c] : bounds[c + 1]] are filed under centroid c
+    bounds: np.ndarray  # corner[bounds[c] : bounds[c + 1]] are filed under centroid c
 
     @classmethod
     def build(cls, views: np.ndarray) -> _CornerIndex:
@@ -147,8 +147,9 @@ class _CornerIndex:
         centroids = kmeans(train @ basis, max(1, int(np.sqrt(len(corner)))))
         home = nearest(corner @ basis, centroids, 1)[:, 0]
         by_home = np.argsort(home, kind="stable")
-        return cls(views, corner, np.repeat(np.arange(n), len(_CORNERS)), np.tile(np.array(_CORNERS), (n, 1)),
-                   basis, centroids, by_home, np.searchsorted(home[by_home], np.arange(len(centroids) + 1)))
+        return cls(views, corner[by_home], np.repeat(np.arange(n), len(_CORNERS))[by_home],
+                   np.tile(np.array(_CORNERS), (n, 1))[by_home], basis, centroids,
+                   np.searchsorted(home[by_home], np.arange(len(centroids) + 1)))
 
 
 _CHUNK = 1024  # images whose windows are looked up together
@@ -178,26 +179,28 @@ def _chunk_proposals(index: _CornerIndex, start: int) -> tuple | None:
     q_of = np.repeat(np.arange(len(queries)), min(PROBES, len(centroids)))
     order = np.argsort(probes, kind="stable")
     q_bounds = np.searchsorted(probes[order], np.arange(len(centroids) + 1))
-    match_q, match_m = [], []
+    match_q, match_m, match_sim = [], [], []
     for c in range(len(centroids)):
         qs = q_of[order[q_bounds[c] : q_bounds[c + 1]]]
-        ms = index.by_home[index.bounds[c] : index.bounds[c + 1]]
-        if len(qs) == 0 or len(ms) == 0:
+        lo, hi = index.bounds[c], index.bounds[c + 1]
+        if len(qs) == 0 or hi == lo:
             continue
-        sim = queries[qs] @ index.corner[ms].T
-        for _ in range(min(BEST_PER_WINDOW, len(ms))):  # each window's best corners only: the match
+        sim = queries[qs] @ index.corner[lo:hi].T
+        for _ in range(min(BEST_PER_WINDOW, hi - lo)):  # each window's best corners only: the match
             top = sim.argmax(axis=1)  # counts stay linear in n
-            good = sim[np.arange(len(qs)), top] >= WINDOW_MIN
+            best = sim[np.arange(len(qs)), top]
+            good = best >= WINDOW_MIN
             match_q.append(qs[good])
-            match_m.append(ms[top[good]])
+            match_m.append(lo + top[good])
+            match_sim.append(best[good])
             sim[np.arange(len(qs)), top] = -np.inf
     q, m = np.concatenate(match_q or [[]]).astype(np.int64), np.concatenate(match_m or [[]]).astype(np.int64)
+    sim = np.concatenate(match_sim or [[]])
     b, a = imgs[q // len(_OFFSETS)], index.corner_img[m]
     other = a != b  # an image's corner windows find themselves: dropped here, cheaper than masking
-    q, m, b, a = q[other], m[other], b[other], a[other]
+    q, m, b, a, sim = q[other], m[other], b[other], a[other], sim[other]
     if len(q) == 0:
         return None
-    sim = np.einsum("ij,ij->i", queries[q], index.corner[m])
     # a's window at p shows what b shows at u: b's content lies at (p - u) in a
     shift = index.corner_pos[m] - _OFFSETS[q % len(_OFFSETS)]
     return _best_per_image(b, a, sim, shift, n)
@@ -209,7 +212,7 @@ def _best_per_image(b, a, sim, shift, n: int):
     they agree on the shift; a look-alike window matches at one), then by the best such match."""
     span = 2 * (FIELD_GRID - WINDOW) + 1  # shifts per axis
     key = (b * n + a) * span**2 + (shift[:, 0] + FIELD_GRID - WINDOW) * span + shift[:, 1] + FIELD_GRID - WINDOW
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)  # within a group the order does not matter: counts and maxima
     key, sim, shift = key[order], sim[order], shift[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])  # one group per (b, a, shift)
     votes = np.diff(np.r_[starts, len(key)])
