@@ -12,7 +12,8 @@ root) it times:
   baseline  load_dataset("imagefolder", data_dir=...), the image embedding push_to_hub does
             (datasets.table.embed_table_storage), then Dataset.to_parquet: the cheapest route to a
             publishable Parquet (decodes nothing, finds no duplicates, stores the TIFF bytes)
-  build     python hema_dataset.py build (decode, fingerprints, dedup, splits, lossless WebP, Parquet, card)
+  build     python hema_dataset.py build (decode, fingerprints, dedup, shared fields,
+            splits, PNG, Parquet, card)
 
 and prints the medians of wall time and peak memory (PSS summed over the process tree, sampled every
 50 ms: pages that forked workers share with their parent count once), and the median of the paired

@@ -115,7 +115,7 @@ def publish(
         drawing = _draw_figures_in_background(catalog, source, staging, synthetic is not None)
         try:
             fingerprint = catalog.fingerprint()
-            shards = write_shards(catalog.rows, spool, staging / "data", fingerprint, info.features)
+            shards = write_shards(catalog.rows, spool, staging / "data", fingerprint, info.features, num_proc)
             shutil.rmtree(spool)
             configs = layout(shards)
             logger.info("wrote %d rows into %d Parquet files in %.1f s", len(catalog.rows), len(shards),

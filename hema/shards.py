@@ -1,6 +1,7 @@
 """The Parquet files of a build: split x part, whole files per config, fingerprinted names.
 
-Each split's rows are written per part (hema.views), so every config is a union of whole files.
+Each split's rows are written per part (hema.views), so every config is a union of whole files;
+the files are written in parallel, one per task.
 A part is cut into files of at most MAX_ROWS_PER_FILE rows and MAX_BYTES_PER_FILE bytes (enough
 files for parallel streaming at full size, small enough for the Hub); an empty part gets no file,
 since a zero-row Parquet file breaks datasets 5.2. Row groups hold ROW_GROUP_ROWS rows, as datasets
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hema import schema
+from hema.forked import fork_map
 from hema.catalog import CatalogRow
 from hema.splits import SPLITS
 from hema.views import VIEWS, Part, keeps_part, part_name, part_of
@@ -73,29 +75,32 @@ def _file_count(rows: Sequence[CatalogRow]) -> int:
 
 
 def write_shards(
-    rows: Sequence[CatalogRow], spool: Path, data_dir: Path, fingerprint: str, features: datasets.Features
+    rows: Sequence[CatalogRow],
+    spool: Path,
+    data_dir: Path,
+    fingerprint: str,
+    features: datasets.Features,
+    num_proc: int | None = None,
 ) -> list[Shard]:
-    """Write every row (with its stored bytes from the `spool` folder) into the split x part files under data_dir."""
+    """Write every row (with its stored bytes from the `spool` folder) into the split x part files
+    under data_dir, a file per task in `num_proc` forked processes (all cores by default)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    schema_ = features.arrow_schema
-    shards = []
-    with contextlib.ExitStack() as stack:
-        images = {p.name: stack.enter_context(open(p, "rb")) for p in spool.glob("*.spool")}
-        for split in SPLITS:
-            parts: dict[Part, list[CatalogRow]] = {}
-            for r in rows:
-                if r.split == split:
-                    parts.setdefault(part_of(r), []).append(r)
-            for part in sorted(parts, reverse=True):  # the deduplicated, harmonised part first
-                members = parts[part]
-                chunks = np.array_split(np.arange(len(members)), _file_count(members))
-                for i, chunk in enumerate(chunks):
-                    name = f"{split}-{part_name(part)}-{fingerprint}-{i:05d}-of-{len(chunks):05d}.parquet"
-                    num_bytes = _write_file(
-                        [members[j] for j in chunk], images, data_dir / name, schema_, features
-                    )
-                    shards.append(Shard(split, part, f"{data_dir.name}/{name}", len(chunk), num_bytes))
-    return shards
+    planned: list[tuple[str, Part, str, list[int]]] = []  # split, part, file name, row indices
+    for split in SPLITS:
+        parts: dict[Part, list[int]] = {}
+        for i, r in enumerate(rows):
+            if r.split == split:
+                parts.setdefault(part_of(r), []).append(i)
+        for part in sorted(parts, reverse=True):  # the deduplicated, harmonised part first
+            members = [rows[i] for i in parts[part]]
+            chunks = np.array_split(np.array(parts[part]), _file_count(members))
+            for k, chunk in enumerate(chunks):
+                name = f"{split}-{part_name(part)}-{fingerprint}-{k:05d}-of-{len(chunks):05d}.parquet"
+                planned.append((split, part, name, chunk.tolist()))
+    written = fork_map(_write_file, (rows, spool, data_dir, features),
+                       [(name, members) for _, _, name, members in planned], num_proc)
+    return [Shard(split, part, f"{data_dir.name}/{name}", len(members), num_bytes)
+            for (split, part, name, members), num_bytes in zip(planned, written)]
 
 
 def _compression(schema_: pa.Schema) -> dict[str, str]:
@@ -108,16 +113,24 @@ def _compression(schema_: pa.Schema) -> dict[str, str]:
 
 
 def _write_file(
-    rows: list[CatalogRow], images: dict[str, BinaryIO], path: Path, schema_: pa.Schema, features: datasets.Features
+    build: tuple[Sequence[CatalogRow], Path, Path, datasets.Features], file: tuple[str, list[int]]
 ) -> int:
+    """Write one Parquet file of `build`'s (rows, spool folder, data folder, features); its Arrow bytes."""
+    (rows, spool, data_dir, features), (name, members) = build, file
+    schema_ = features.arrow_schema
     num_bytes = 0
-    with pq.ParquetWriter(path, schema_, compression=_compression(schema_)) as writer:
-        for start in range(0, len(rows), ROW_GROUP_ROWS):
+    with contextlib.ExitStack() as stack:
+        images: dict[str, BinaryIO] = {}
+        writer = stack.enter_context(pq.ParquetWriter(data_dir / name, schema_, compression=_compression(schema_)))
+        for start in range(0, len(members), ROW_GROUP_ROWS):
             batch = []
-            for r in rows[start : start + ROW_GROUP_ROWS]:
-                name, offset, length = r.stored_at
-                images[name].seek(offset)
-                batch.append(features.encode_example(schema.example(r, images[name].read(length))))
+            for i in members[start : start + ROW_GROUP_ROWS]:
+                r = rows[i]
+                spool_file, offset, length = r.stored_at
+                if spool_file not in images:
+                    images[spool_file] = stack.enter_context(open(spool / spool_file, "rb"))
+                images[spool_file].seek(offset)
+                batch.append(features.encode_example(schema.example(r, images[spool_file].read(length))))
             table = pa.Table.from_pylist(batch, schema=schema_)
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             num_bytes += table.nbytes
