@@ -212,12 +212,12 @@ def make_catalog(
     shared = fields.find_fields(decoded.prints, found.pairs)
     logger.info("found %d shared-field pairs in %.1f s", len(shared.pairs), time.perf_counter() - started)
     groups = found.dup_group
-    sizes = np.bincount(groups)
+    sizes = found.group_sizes  # per image
     conflict = found.label_conflict  # per image: its group holds more than one label
     _, first_member = np.unique(groups, return_index=True)
     representative = np.zeros(len(labels), dtype=bool)
     representative[first_member[~conflict[first_member]]] = True
-    field_sizes = np.bincount(shared.field_group)
+    field_sizes = shared.group_sizes
     split = assign_splits(labels, shared.field_group, seed=config.seed, val_size=config.val_size, test_size=config.test_size,
                           conflict=conflict)
 
@@ -234,12 +234,12 @@ def make_catalog(
             pixel_sha256=fp.pixel_sha256,
             phash=phash_hex(fp.phash),
             dup_group=int(groups[i]),
-            dup_group_size=int(sizes[groups[i]]),
+            dup_group_size=int(sizes[i]),
             dup_kind=found.dup_kind[i],
             label_conflict=bool(conflict[i]),
             dup_representative=bool(representative[i]),
             field_group=int(shared.field_group[i]),
-            field_group_size=int(field_sizes[shared.field_group[i]]),
+            field_group_size=int(field_sizes[i]),
             split=SPLITS[split[i]],
         )
         for i, (entry, name, at, fp) in enumerate(

@@ -15,16 +15,21 @@ def principal_axes(x: np.ndarray, dims: int) -> np.ndarray:
 
 def half_sq_dist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """|x - y|^2 / 2 for all rows of x against all rows of y."""
+    dist = _ranking_dist(x, y)
+    dist += 0.5 * (x * x).sum(axis=1)[:, None]
+    return dist
+
+
+def _ranking_dist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """|x - y|^2 / 2 less |x|^2 / 2: the same order over the rows of y for each row of x, one pass less."""
     dist = x @ y.T
     np.subtract(0.5 * (y * y).sum(axis=1)[None, :], dist, out=dist)
-    dist += 0.5 * (x * x).sum(axis=1)[:, None]
     return dist
 
 
 def nearest(x: np.ndarray, centroids: np.ndarray, count: int) -> np.ndarray:
     """Indices of the `count` nearest centroids of each row, nearest first."""
-    dist = x @ centroids.T  # |x - c|^2 / 2 less |x|^2 / 2, which is the same for every c of a row
-    np.subtract(0.5 * (centroids * centroids).sum(axis=1)[None, :], dist, out=dist)
+    dist = _ranking_dist(x, centroids)
     if count <= 4 < len(centroids):  # argmin passes beat a partition for a few
         rows, found = np.arange(len(x)), []
         for _ in range(count):
