@@ -187,7 +187,7 @@ def _shared_fields(prints, found: dedup.DedupResult, origin: np.ndarray, neighbo
     print(f"  every duplicate group inside one field group: {inside}")
     coarse = np.stack([fp.field for fp in prints]).astype(np.float32)
     proposed, shift = fields._proposals(coarse)
-    score = fields._confirm(coarse, proposed, shift, fields.COARSE_REFINE)[0]
+    score = fields.confirm(coarse, proposed, shift, fields.COARSE_REFINE)[0]
     same = truth[proposed[:, 0]] == truth[proposed[:, 1]]
     print(f"  proposals: {len(proposed)} pairs ({int(same.sum())} of one field); coarse score of one field "
           f"min {_percentiles(score[same], [0])}, others p99/p99.9/max {_percentiles(score[~same], [99, 99.9, 100])}")

@@ -104,7 +104,6 @@ def publish(
     output_dir = Path(output_dir)
     info = source.info()
     with atomic.scratch_dir(output_dir) as scratch:
-        started = time.perf_counter()
         spool = scratch / "spool"
         spool.mkdir()
         catalog = make_catalog(Path(config.data_dir), config, source, num_proc=num_proc, spool=spool)
@@ -115,6 +114,7 @@ def publish(
         drawing = _draw_figures_in_background(catalog, source, staging, synthetic is not None)
         try:
             fingerprint = catalog.fingerprint()
+            started = time.perf_counter()
             shards = write_shards(catalog.rows, spool, staging / "data", fingerprint, info.features, num_proc)
             shutil.rmtree(spool)
             configs = layout(shards)

@@ -209,7 +209,7 @@ def make_catalog(
     found = dedup.find_duplicates(decoded.prints, labels=labels, num_proc=num_proc)
     logger.info("found %d duplicate pairs in %.1f s", len(found.pairs), time.perf_counter() - started)
     started = time.perf_counter()
-    shared = fields.find_fields(decoded.prints, found.pairs)
+    shared = fields.find_fields(decoded.prints, found.pairs, num_proc=num_proc)
     logger.info("found %d shared-field pairs in %.1f s", len(shared.pairs), time.perf_counter() - started)
     groups = found.dup_group
     sizes = found.group_sizes  # per image

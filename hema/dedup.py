@@ -6,11 +6,12 @@ multiple of 90°. A 64-bit phash cannot tell those from look-alike cells (distin
 bits, shifted copies sit at 10-12), nor can the centred cell (distinct lymphocytes correlate up to
 0.977 once registered). What identifies one exported cell is its smear field: the red cells around it.
 
-1. `fingerprint` (decode workers, ~2-4 ms, ~6.5 KB): a 64 x 64 band-passed grey thumbnail of the whole
-   crop; the stained cell's centre and radius (mean shift on blue minus green); 16 x 16 screening views
-   (the ring around the cell at the cell's own scale, and the whole crop); two 64-number embeddings
-   (whole crop, cell-centred) invariant to the 8 rotations/mirrors (each pixel orbit sorted); and the
-   16 x 16 field view hema.fields searches for crops of one smear field.
+1. `fingerprint` (decode workers, ~1.5 ms on one core, ~6.5 KB): a 64 x 64 band-passed grey
+   thumbnail of the whole crop; the stained cell's centre and radius (mean shift on blue minus
+   green); 16 x 16 screening views (the ring around the cell at the cell's own scale, and the whole
+   crop); two 64-number embeddings (whole crop, cell-centred) invariant to the 8 rotations/mirrors
+   (each pixel orbit sorted); and the 16 x 16 field view hema.fields searches for crops of one smear
+   field.
 2. Candidates: nearest neighbours in both embeddings (inverted file over k-means cells, matrix
    products, no Python loop over pairs), screened by the best-of-8-orientations view correlation.
 3. Registration, coarse to fine: b is turned to a's orientation, scaled about the centre (a grid up to
@@ -127,9 +128,8 @@ class DedupResult:
 
 def fingerprint(rgb: np.ndarray) -> Fingerprint:
     """The per-image summary the duplicate search needs; cheap enough for every decoded image."""
-    colour = np.asarray(
-        Image.fromarray(rgb).resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32
-    )
+    image = Image.fromarray(rgb)
+    colour = np.asarray(image.resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32)
     grey = colour @ _GREY
     cy, cx, radius = _locate_cell(colour)
     smooth = _blur(grey, BAND[1])  # also the embeddings' anti-aliasing (8 px cells)
@@ -139,7 +139,7 @@ def fingerprint(rgb: np.ndarray) -> Fingerprint:
     whole = _sample_square(smooth, (THUMB - 1) / 2, (THUMB - 1) / 2, THUMB / 2, EMBED)
     return Fingerprint(
         pixel_sha256=pixel_sha256(rgb),
-        phash=phash(rgb),
+        phash=phash(image),
         thumb=_quantise(band),
         screen_cell=_unit(_pool2(patch[None]))[0].astype(np.float16),
         screen_whole=_unit(_pool2(_pool2(band[None])))[0].astype(np.float16),
@@ -181,18 +181,30 @@ def _locate_cell(colour: np.ndarray, reach: float = 0.3, steps: int = 6) -> tupl
     brightness, so the centre is the same on re-lit copies and follows the cell on shifted crops.
     """
     stain = colour[..., 2] - colour[..., 1]
-    weight = np.maximum(stain - np.percentile(stain, 75), 0.0) ** 2
-    yy, xx = np.mgrid[0:THUMB, 0:THUMB].astype(np.float32)
+    weight = np.maximum(stain - _upper_quartile(stain), 0.0) ** 2
+    side = np.arange(THUMB, dtype=np.float32)
     cy = cx = (THUMB - 1) / 2
     for _ in range(steps + 1):
-        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        d2 = ((side - cy) ** 2)[:, None] + ((side - cx) ** 2)[None, :]  # separable: rows plus columns
         w = weight * (d2 < (reach * THUMB) ** 2)
-        total = float(w.sum())
+        rows, cols = w.sum(axis=1), w.sum(axis=0)
+        total = float(rows.sum())
         if total <= 0:
             return (THUMB - 1) / 2, (THUMB - 1) / 2, THUMB / 6
-        radius = float(np.sqrt((w * d2).sum() / total))
-        cy, cx = float((w * yy).sum() / total), float((w * xx).sum() / total)
+        radius = float(np.sqrt(np.vdot(w, d2) / total))
+        cy, cx = float(rows @ side / total), float(cols @ side / total)
     return cy, cx, max(radius, 2.0)
+
+
+def _upper_quartile(x: np.ndarray) -> float:
+    """np.percentile(x, 75), to the bit (its linear interpolation), from a partial sort: 8x faster."""
+    flat = x.ravel()
+    at = 0.75 * (flat.size - 1)
+    lo = int(at)
+    hi = min(lo + 1, flat.size - 1)
+    part = np.partition(flat, (lo, hi))
+    step, t = part[hi] - part[lo], at - lo
+    return part[lo] + step * t if t < 0.5 else part[hi] - step * (1 - t)  # numpy's two-sided lerp
 
 
 def _sample_square(img: np.ndarray, cy: float, cx: float, half: float, n: int) -> np.ndarray:
@@ -224,10 +236,17 @@ _DIHEDRAL_NAMES = ("identity", "mirror", "rot90", "rot90+mirror", "rot180", "rot
                    "rot270", "rot270+mirror")
 
 
+@functools.cache
+def _orbits(n: int) -> np.ndarray:
+    """(n/2 * n/2, 8) flat indices into an n x n grid: each pixel of the top-left quadrant and where
+    the 8 rotations/mirrors take it (one gather per embedding instead of 8 turned copies)."""
+    half = n // 2
+    return np.stack(_dihedral(np.arange(n * n).reshape(n, n)), axis=-1)[:half, :half].reshape(half * half, 8)
+
+
 def _orbit_embedding(grid: np.ndarray) -> np.ndarray:
     """Sorted values of each dihedral orbit of pixels: unchanged by any rotation/mirror of the grid."""
-    half = grid.shape[-1] // 2
-    orbits = np.sort(np.stack(_dihedral(grid), axis=-1)[:half, :half], axis=-1).ravel()
+    orbits = np.sort(grid.ravel()[_orbits(grid.shape[-1])], axis=-1).ravel()
     orbits = orbits - orbits.mean()
     return (orbits / max(float(np.linalg.norm(orbits)), 1e-6)).astype(np.float32)
 
@@ -438,8 +457,8 @@ def _fft_shift(a_spectrum: np.ndarray, b_img: np.ndarray, scale: np.ndarray):
     zero = np.zeros(len(scale))
     b_scaled, valid = _warp(b_img, scale, zero, zero)
     b_mean = (b_scaled * valid).sum(axis=(1, 2), keepdims=True) / np.maximum(
-        valid.sum(axis=(1, 2), keepdims=True), 1
-    )
+        valid.sum(axis=(1, 2), keepdims=True, dtype=np.float32), 1
+    )  # float32 throughout: single-precision FFTs are 3-5x faster, and the peak moves < 1e-3 px
     b_spectrum = scipy.fft.rfft2(np.where(valid, b_scaled - b_mean, 0), s=(size, size))
     # xcorr[d] = sum_y a[y + d] b[y]: b's content moved by d lands on a
     xcorr = scipy.fft.irfft2(a_spectrum * np.conj(b_spectrum), s=(size, size))

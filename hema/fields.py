@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hema.dedup import FIELD_GRID, THUMB, DupPair, Fingerprint, components, masked_ncc
+from hema.forked import fork_map
 from hema.vector_search import kmeans, nearest, principal_axes
 
 WINDOW = 7  # side of a window of the field view; corner windows cover shifts up to (16 - 7) / 16
@@ -71,24 +72,24 @@ class FieldResult:
         return np.bincount(self.field_group)[self.field_group]
 
 
-def find_fields(prints: Sequence[Fingerprint], dup_pairs: Sequence[DupPair]) -> FieldResult:
+def find_fields(
+    prints: Sequence[Fingerprint], dup_pairs: Sequence[DupPair], num_proc: int | None = None
+) -> FieldResult:
     """Shared-field pairs among the images (duplicates of each other left out: those are
-    dup_pairs already), and field groups of those and the duplicate pairs."""
+    dup_pairs already), and field groups of those and the duplicate pairs. The search and the
+    confirmation run in `num_proc` forked processes (all cores by default)."""
     dup_group = components(len(prints), [(p.a, p.b) for p in dup_pairs])
-    pairs = [p for p in (shared_field_pairs(prints) if len(prints) > 1 else [])
+    pairs = [p for p in (shared_field_pairs(prints, num_proc) if len(prints) > 1 else [])
              if dup_group[p.a] != dup_group[p.b]]
     links = [(p.a, p.b) for p in dup_pairs] + [(p.a, p.b) for p in pairs]
     return FieldResult(field_group=components(len(prints), links), pairs=pairs)
 
 
-def shared_field_pairs(prints: Sequence[Fingerprint]) -> list[FieldPair]:
-    """Confirmed pairs of crops of one smear field (not near each other enough to be duplicates).
-
-    One process: the search is matrix products, which BLAS already spreads over the cores (forked
-    workers with threaded BLAS each were slower on 2 cores)."""
+def shared_field_pairs(prints: Sequence[Fingerprint], num_proc: int | None = None) -> list[FieldPair]:
+    """Confirmed pairs of crops of one smear field (not near each other enough to be duplicates)."""
     coarse = np.stack([fp.field for fp in prints]).astype(np.float32)
-    proposed, shift = _proposals(coarse)
-    score, dy, dx, _ = _confirm(coarse, proposed, shift, COARSE_REFINE)  # cheap: 16 x 16
+    proposed, shift = _proposals(coarse, num_proc)
+    score, dy, dx, _ = confirm(coarse, proposed, shift, COARSE_REFINE, num_proc)  # cheap: 16 x 16
     go_on = score >= COARSE_MIN
     proposed, shift = proposed[go_on], np.stack([dy[go_on], dx[go_on]], axis=1)
     if len(proposed) == 0:
@@ -97,7 +98,7 @@ def shared_field_pairs(prints: Sequence[Fingerprint]) -> list[FieldPair]:
     thumbs = np.stack([prints[i].thumb for i in involved]).astype(np.float32)
     views = thumbs.reshape(len(thumbs), VIEW, -1, VIEW, thumbs.shape[-1] // VIEW).mean(axis=(2, 4))
     local = local.reshape(proposed.shape)
-    score, dy, dx, _ = _confirm(views, local, shift * (VIEW // FIELD_GRID), VIEW // FIELD_GRID)
+    score, dy, dx, _ = confirm(views, local, shift * (VIEW // FIELD_GRID), VIEW // FIELD_GRID, num_proc)
     far = np.maximum(np.abs(dy), np.abs(dx)) >= MIN_SHIFT * VIEW
     keep = np.flatnonzero((score >= SHARED_MIN) & far)
     cells = np.array([prints[i].cell for i in involved], dtype=np.float32) * (VIEW / THUMB)
@@ -156,10 +157,10 @@ _CHUNK = 1024  # images whose windows are looked up together
 _OFFSETS = np.array([(y, x) for y in range(FIELD_GRID - WINDOW + 1) for x in range(FIELD_GRID - WINDOW + 1)])
 
 
-def _proposals(views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _proposals(views: np.ndarray, num_proc: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (a < b) and the shift (dy, dx), in field cells, that lays b on a."""
     index = _CornerIndex.build(views)
-    found = [f for f in (_chunk_proposals(index, s) for s in range(0, len(views), _CHUNK)) if f]
+    found = [f for f in fork_map(_chunk_proposals, index, range(0, len(views), _CHUNK), num_proc) if f]
     if not found:
         return np.empty((0, 2), dtype=np.int64), np.empty((0, 2), dtype=np.int64)
     a, b, shift = (np.concatenate(x) for x in zip(*found))
@@ -230,12 +231,25 @@ def _best_per_image(b, a, sim, shift, n: int):
     return a[keep], b[keep], shift[keep]
 
 
-def _confirm(views: np.ndarray, pairs: np.ndarray, shift: np.ndarray, refine: int):
+_CONFIRM_CHUNK = 16384  # pairs a forked confirmation task takes
+
+
+def confirm(views: np.ndarray, pairs: np.ndarray, shift: np.ndarray, refine: int, num_proc: int | None = None):
+    """`_confirm` of the pairs in chunks, in `num_proc` forked processes (each pair's result is its own)."""
+    tasks = [(pairs[s : s + _CONFIRM_CHUNK], shift[s : s + _CONFIRM_CHUNK], refine)
+             for s in range(0, len(pairs), _CONFIRM_CHUNK)]
+    if not tasks:
+        return _confirm(views, (pairs, shift, refine))
+    return tuple(np.concatenate(x) for x in zip(*fork_map(_confirm, views, tasks, num_proc)))
+
+
+def _confirm(views: np.ndarray, task: tuple[np.ndarray, np.ndarray, int]):
     """Best overlap correlation of b laid on a within `refine` pixels of each proposed shift:
     (score, dy, dx, overlap share) per pair; overlaps under MIN_OVERLAP score -1.
 
     Pairs are taken in groups that share a proposed shift: at each shift a group's overlaps are the
-    same slices of a and b, so no pixel is gathered pair by pair."""
+    same slices of a and b, so no pixel is gathered pair by pair. `task` is (pairs, shift, refine)."""
+    pairs, shift, refine = task
     n = views.shape[-1]
     steps = [(y, x) for y in range(-refine, refine + 1) for x in range(-refine, refine + 1)]
     out = np.full((len(pairs), 4), -1.0)

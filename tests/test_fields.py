@@ -33,6 +33,21 @@ def test_neighbour_crops_share_a_field_group_and_stay_distinct_duplicates() -> N
     assert shared.group_sizes.tolist() == [2, 2] + [2] + [1] * 11 + [2]
 
 
+def test_forked_chunks_find_what_one_process_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Search and confirmation split into many forked tasks give the one-process result exactly."""
+    big = draw_field(31, side=520)
+    images = [*neighbour_crops(big), *(draw_field(seed) for seed in range(80, 90))]
+    prints = [dedup.fingerprint(x) for x in images]
+    whole = fields.find_fields(prints, [], num_proc=1)
+    proposed, _ = fields._proposals(np.stack([fp.field for fp in prints]).astype(np.float32))
+    monkeypatch.setattr(fields, "_CHUNK", 3)  # 4 search tasks
+    monkeypatch.setattr(fields, "_CONFIRM_CHUNK", 1)  # a task per proposed pair
+    assert len(proposed) >= 3
+    forked = fields.find_fields(prints, [], num_proc=2)
+    assert forked.pairs == whole.pairs and [(p.a, p.b) for p in whole.pairs] == [(0, 1)]
+    assert forked.field_group.tolist() == whole.field_group.tolist()
+
+
 def test_field_groups_are_components_of_both_kinds_of_pair() -> None:
     dups = [dedup.DupPair(3, 5, "exact", 1.0)]
     shared = [fields.FieldPair(0, 3, 0.9, (100, 0)), fields.FieldPair(2, 4, 0.9, (0, 120))]

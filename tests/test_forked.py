@@ -22,3 +22,16 @@ def test_fork_map_runs_in_workers_and_matches_the_in_process_path() -> None:
     assert [v for v, _ in forked] == [v for v, _ in local] == [3 * i for i in items]
     assert {pid for _, pid in local} == {os.getpid()}
     assert os.getpid() not in {pid for _, pid in forked}
+
+
+def test_tasks_run_with_one_blas_thread_in_workers_and_in_process() -> None:
+    from threadpoolctl import threadpool_info
+
+    def blas_threads(_: None, item: int) -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    before = blas_threads(None, 0)
+    assert before  # numpy's BLAS is loaded and seen
+    assert fork_map(blas_threads, None, [0, 1], num_proc=2) == [{1}, {1}]
+    assert fork_map(blas_threads, None, [0], num_proc=1) == [{1}]
+    assert blas_threads(None, 0) == before  # the parent's own setting is given back

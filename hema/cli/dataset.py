@@ -46,7 +46,7 @@ def _cmd_dedup(args: argparse.Namespace) -> None:
     folders = sorted({e.cell_class for e in decoded.entries})
     labels = [folders.index(e.cell_class) for e in decoded.entries]
     found = dedup.find_duplicates(decoded.prints, labels=labels, num_proc=args.num_proc)
-    shared = fields.find_fields(decoded.prints, found.pairs)
+    shared = fields.find_fields(decoded.prints, found.pairs, num_proc=args.num_proc)
     write_dedup_report(found.pairs, shared.pairs, decoded.entries, Path(args.report))
     first_members = np.unique(found.dup_group, return_index=True)[1]
     kinds = Counter(found.dup_kind[i] for i in first_members)

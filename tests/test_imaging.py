@@ -1,0 +1,114 @@
+"""hema.imaging: every decoding path gives PIL's pixels, and plain scanner TIFFs skip PIL's parser."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hema import imaging
+from hema.imaging import BadImageError, decode_rgb
+
+RNG = np.random.default_rng(11)
+PIXELS = RNG.integers(0, 256, (37, 29, 3), dtype=np.uint8)
+
+
+def pil_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def hand_tiff(rgb: np.ndarray, order: str, rows_per_strip: int, gap: int = 0, **changed: tuple[int, ...]) -> bytes:
+    """An RGB TIFF laid out by hand: `order` "<" or ">", strips of `rows_per_strip` rows, `gap` junk
+    bytes between strips (so they are not back to back), tag values overridden by `changed` (e.g.
+    t259=(5,))."""
+    height, width, _ = rgb.shape
+    strips = [rgb[y : y + rows_per_strip].tobytes() for y in range(0, height, rows_per_strip)]
+    data = bytearray(b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 0)
+    bits_at = len(data)
+    data += struct.pack(order + "3H", 8, 8, 8)
+    offsets = []
+    for strip in strips:
+        data += b"\xab" * gap
+        offsets.append(len(data))
+        data += strip
+    lists_at = len(data)
+    data += struct.pack(f"{order}{len(strips)}I", *offsets) + struct.pack(f"{order}{len(strips)}I", *map(len, strips))
+    tags = {256: (4, (width,)), 257: (4, (height,)), 258: (3, (8, 8, 8)), 259: (3, (1,)), 262: (3, (2,)),
+            273: (4, tuple(offsets)), 277: (3, (3,)), 278: (4, (rows_per_strip,)), 279: (4, tuple(map(len, strips))),
+            284: (3, (1,))}
+    for name, value in changed.items():
+        tags[int(name[1:])] = (3, value)
+    ifd = len(data)
+    data += struct.pack(order + "H", len(tags))
+    for tag, (kind, values) in sorted(tags.items()):
+        code = "H" if kind == 3 else "I"
+        if tag == 258 and values == (8, 8, 8):
+            field = struct.pack(order + "I", bits_at)
+        elif tag in (273, 279) and len(values) > 1:
+            field = struct.pack(order + "I", lists_at + (0 if tag == 273 else 4 * len(strips)))
+        else:
+            field = struct.pack(f"{order}{len(values)}{code}", *values).ljust(4, b"\x00")
+        data += struct.pack(order + "HHI", tag, kind, len(values)) + field
+    data += struct.pack(order + "I", 0)
+    data[4:8] = struct.pack(order + "I", ifd)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize(("rows", "gap"), [(37, 0), (8, 0), (8, 3), (1, 1), (100, 0)])
+def test_plain_tiffs_decode_to_pils_pixels_without_pil(order: str, rows: int, gap: int) -> None:
+    data = hand_tiff(PIXELS, order, rows, gap)
+    assert np.array_equal(pil_pixels(data), PIXELS)  # the hand-made file is a valid TIFF
+    assert imaging._plain_tiff_rgb(data) is not None
+    decoded = decode_rgb(data)
+    assert np.array_equal(decoded.rgb, PIXELS) and not decoded.keep_bytes
+
+
+def test_tiffs_written_by_pil_take_the_plain_path() -> None:
+    out = io.BytesIO()
+    Image.fromarray(PIXELS).save(out, format="TIFF")
+    assert imaging._plain_tiff_rgb(out.getvalue()) is not None
+    assert np.array_equal(decode_rgb(out.getvalue()).rgb, PIXELS)
+
+
+@pytest.mark.parametrize(
+    ("mode", "save"),
+    [("RGB", {"compression": "tiff_lzw"}), ("RGB", {"compression": "tiff_adobe_deflate"}), ("RGBA", {}),
+     ("L", {}), ("CMYK", {}), ("I;16", {}), ("P", {})],
+)
+def test_other_tiffs_go_to_pil_and_decode_as_before(mode: str, save: dict) -> None:
+    image = Image.fromarray(PIXELS).convert(mode) if mode != "I;16" else Image.fromarray(
+        PIXELS[..., 0].astype(np.uint16) * 257)
+    out = io.BytesIO()
+    image.save(out, format="TIFF", **save)
+    data = out.getvalue()
+    assert imaging._plain_tiff_rgb(data) is None
+    assert decode_rgb(data).rgb.shape == PIXELS.shape
+    if mode in ("RGB", "RGBA", "CMYK"):
+        assert np.array_equal(decode_rgb(data).rgb, pil_pixels(data))
+
+
+@pytest.mark.parametrize("changed", [{"t258": (16, 16, 16)}, {"t259": (5,)}, {"t262": (6,)}, {"t284": (2,)}])
+def test_tags_outside_the_plain_layout_are_left_to_pil(changed: dict) -> None:
+    assert imaging._plain_tiff_rgb(hand_tiff(PIXELS, "<", 8, **changed)) is None
+
+
+@pytest.mark.parametrize("writer", ["hand", "pil"])
+@pytest.mark.parametrize("keep", [0.01, 0.1, 0.5, 0.99])
+def test_truncated_tiffs_are_bad_images_not_crashes(writer: str, keep: float) -> None:
+    """Cut in the header, the strips or the directory (the hand-made file has it last, PIL's first)."""
+    if writer == "hand":
+        data = hand_tiff(PIXELS, "<", 8)
+    else:
+        out = io.BytesIO()
+        Image.fromarray(PIXELS).save(out, format="TIFF")
+        data = out.getvalue()
+    truncated = data[: int(len(data) * keep)]
+    assert imaging._plain_tiff_rgb(truncated) is None
+    with pytest.raises(BadImageError):
+        decode_rgb(truncated)
+
