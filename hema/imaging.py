@@ -93,6 +93,8 @@ def _plain_tiff_rgb(data: bytes) -> np.ndarray | None:
         return None
     if any(tags.get(tag) != value for tag, value in _PLAIN.items()) or tags.get(_PLANAR, (1,)) != (1,):
         return None
+    if width <= 0 or height <= 0:
+        return None
     rows = min(tags.get(_ROWS_PER_STRIP, (height,))[0], height)
     if rows <= 0:
         return None
