@@ -100,7 +100,7 @@ def _plain_tiff_rgb(data: bytes) -> np.ndarray | None:
         return None
     row_bytes = width * 3
     sizes = [min(rows, height - y) * row_bytes for y in range(0, height, rows)]
-    if not sizes or list(counts) != sizes or len(offsets) != len(sizes) or offsets[-1] + sizes[-1] > len(data):
+    if list(counts) != sizes or len(offsets) != len(sizes) or offsets[-1] + sizes[-1] > len(data):
         return None
     if all(offsets[i + 1] == offsets[i] + sizes[i] for i in range(len(sizes) - 1)):  # back to back
         pixels = np.frombuffer(data, np.uint8, height * row_bytes, offsets[0])
@@ -119,9 +119,10 @@ def _tiff_tags(data: bytes, order: str) -> dict[int, tuple[int, ...]]:
         if code is None:
             continue
         fmt = f"{order}{count}{code}"
-        size = struct.calcsize(fmt)
-        tags[tag] = struct.unpack_from(fmt, value if size <= 4 else data, 0 if size <= 4 else
-                                       struct.unpack(order + "I", value)[0])
+        if struct.calcsize(fmt) <= 4:  # the values fit in the entry itself
+            tags[tag] = struct.unpack_from(fmt, value)
+        else:  # the entry holds their offset
+            tags[tag] = struct.unpack_from(fmt, data, struct.unpack(order + "I", value)[0])
     return tags
 
 
