@@ -43,7 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hema import dedup, fields  # noqa: E402
+from hema import dedup, fields, fingerprints  # noqa: E402
 from hema.imaging import decode_rgb  # noqa: E402
 from tests.dedup_cases import (  # noqa: E402
     NEAR_KINDS, REVIEWED_NEAR, REVIEWED_SHARED, near_copy, neighbour_crops, reencode_png,
@@ -68,7 +68,7 @@ def _centre_cut(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[top : top + side, left : left + side])
 
 
-def _reviewed_origin(names: list[str], prints: list[dedup.Fingerprint]) -> np.ndarray:
+def _reviewed_origin(names: list[str], prints: list[fingerprints.Fingerprint]) -> np.ndarray:
     """Truth for the real images: groups of identical pixels and of the reviewed near pairs."""
     index = {name: i for i, name in enumerate(names)}
     pairs = [dedup.DupPair(index[a], index[b], "near", 1.0) for a, b in REVIEWED_NEAR]
@@ -86,7 +86,7 @@ def quality(per_kind: int, seed: int, layout: str) -> None:
         return
     names, labels, images = load_sample(layout)
     t0 = time.perf_counter()
-    prints = [dedup.fingerprint(rgb) for rgb in images]
+    prints = fingerprints.fingerprint_batch(images)
     per_image_ms = (time.perf_counter() - t0) / len(images) * 1000
     classes = sorted(set(labels))
     real = dedup.find_duplicates(prints, [classes.index(x) for x in labels])
@@ -120,7 +120,7 @@ def quality(per_kind: int, seed: int, layout: str) -> None:
     kind_of: list[str] = ["real"] * len(images)
     for (kind, steps), src in zip(cases, sources):
         copy = reencode_png(images[src], rng) if kind == "exact" else near_copy(images[src], steps, rng)
-        prints.append(dedup.fingerprint(copy))
+        prints.append(fingerprints.fingerprint(copy))
         origin.append(origin[src])
         kind_of.append(kind if kind == "exact" else "+".join(steps))
     # and near copies of the images with the barest fields, where the surround has least to say
@@ -128,12 +128,12 @@ def quality(per_kind: int, seed: int, layout: str) -> None:
     bare = [i for i in singles[np.argsort(texture[singles], kind="stable")] if i not in set(sources)]
     for k, src in enumerate(bare[: 2 * per_kind]):
         steps = NEAR_KINDS[k % len(NEAR_KINDS)]
-        prints.append(dedup.fingerprint(near_copy(images[src], steps, rng)))
+        prints.append(fingerprints.fingerprint(near_copy(images[src], steps, rng)))
         origin.append(origin[src])
         kind_of.append("bare field, any kind")
     for src in sources[len(cases):]:  # neighbour crops: each its own origin
         for crop in neighbour_crops(images[src]):
-            prints.append(dedup.fingerprint(crop))
+            prints.append(fingerprints.fingerprint(crop))
             origin.append(len(origin) + 10**6)
             kind_of.append("neighbour")
 
@@ -209,7 +209,7 @@ def _groups(group: np.ndarray) -> list[np.ndarray]:
     return [g for g in np.split(order, cuts) if len(g) > 1]
 
 
-def _score_distributions(prints: list[dedup.Fingerprint], origin: np.ndarray) -> None:
+def _score_distributions(prints: list[fingerprints.Fingerprint], origin: np.ndarray) -> None:
     """Confirmation scores of screened candidates, duplicates vs not: what chose the thresholds."""
     cand, margin, orient = dedup.near_candidates(prints)
     same = origin[cand[:, 0]] == origin[cand[:, 1]]
@@ -233,25 +233,25 @@ def _score_distributions(prints: list[dedup.Fingerprint], origin: np.ndarray) ->
 SPARSE_TEXTURE = 0.2  # mean square band-pass (standardised) beyond the cell: a nearly bare field
 
 
-def _surround_texture(fp: dedup.Fingerprint) -> float:
+def _surround_texture(fp: fingerprints.Fingerprint) -> float:
     """How much smear field an image shows beyond its cell (where dedup's surround score looks)."""
     cy, cx, radius = fp.cell
-    yy, xx = np.mgrid[0 : dedup.THUMB, 0 : dedup.THUMB]
+    yy, xx = np.mgrid[0 : fingerprints.THUMB, 0 : fingerprints.THUMB]
     beyond = (yy - cy) ** 2 + (xx - cx) ** 2 > dedup.surround_reach(radius) ** 2
-    return float(((fp.thumb[beyond] / dedup.QUANT) ** 2).mean()) if beyond.any() else 0.0
+    return float(((fp.thumb[beyond] / fingerprints.QUANT) ** 2).mean()) if beyond.any() else 0.0
 
 
 def _percentiles(values: np.ndarray, q: list[float]) -> np.ndarray | str:
     return np.percentile(values, q).round(3) if len(values) else "-"
 
 
-def _synthetic_print(task: tuple[int, int, tuple[str, ...]]) -> dedup.Fingerprint:
+def _synthetic_print(task: tuple[int, int, tuple[str, ...]]) -> fingerprints.Fingerprint:
     """Fingerprint of synthetic image `index`, or of a near copy of it when `kinds` is not empty."""
     index, seed, kinds = task
     rgb = _synthetic(index, seed)
     if kinds:
         rgb = near_copy(rgb, kinds, np.random.default_rng([seed, index, 1]))
-    return dedup.fingerprint(rgb)
+    return fingerprints.fingerprint(rgb)
 
 
 def _synthetic(index: int, seed: int) -> np.ndarray:
@@ -288,7 +288,7 @@ def scale(n_images: int, n_planted: int, workers: int, seed: int) -> None:
     probes = [_synthetic(i, seed + 1) for i in range(200)]
     t0 = time.perf_counter()
     for rgb in probes:
-        dedup.fingerprint(rgb)
+        fingerprints.fingerprint(rgb)
     fp_ms = (time.perf_counter() - t0) / len(probes) * 1000
     n_base = n_images - n_planted  # the last n_planted images are near copies of the first ones
     tasks = [(i, seed, ()) for i in range(n_base)]

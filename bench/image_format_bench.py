@@ -17,8 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-import zlib
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +44,7 @@ CANDIDATES = {
     "TIFF (source)": _pil(format="TIFF"),
     "PNG, PIL level 1": _pil(format="PNG", compress_level=1),
     "PNG, PIL level 6": _pil(format="PNG", compress_level=6),
-    "PNG, Up filter + zlib level 6 (stdlib)": partial(encode_stored, deflate=partial(zlib.compress, level=6)),
-    "PNG, Up filter + ISA-L level 1 (hema)": encode_stored,
+    "PNG, fpng (hema)": encode_stored,
     "WebP lossless, method 0": _pil(format="WEBP", lossless=True, method=0, quality=0),
     "WebP lossless, method 4": _pil(format="WEBP", lossless=True, method=4, quality=50),
 }

@@ -1,10 +1,11 @@
 """The catalog: every image of a raw folder with its metadata, before any Parquet is written.
 
-Each image is read and decoded exactly once, in parallel (`num_proc` processes); what comes back is a
-small record (fingerprints, the name its stored image gets). When a spool folder is given, the
-workers append the bytes the dataset stores for each image (hema.imaging.stored_bytes) to spool files
-there in the same pass, so a build never decodes an image twice. Dedup and splits then work on the records only, so memory
-stays bounded by the record size, not by the pixels.
+Each image is read and decoded exactly once, in parallel (`num_proc` processes, a batch of files per
+task, fingerprinted together); what comes back is a small record (fingerprints, the name its stored
+image gets). When a spool folder is given, the workers append the bytes the dataset stores for each
+image (hema.imaging.stored_bytes) to spool files there in the same pass, so a build never decodes an
+image twice. Dedup and splits then work on the records only, so memory stays bounded by the record
+size, not by the pixels.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import contextlib
 import functools
 import hashlib
 import logging
-import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +27,8 @@ from tqdm.auto import tqdm
 from hema import dedup, fields
 from hema.build_config import CellImageConfig
 from hema.errors import HemaError
+from hema.fingerprints import BATCH, Fingerprint, fingerprint_batch
+from hema.forked import fork_imap
 from hema.imaging import BadImageError, decode_rgb, phash_hex, stored_bytes, stored_name
 from hema.scan import ImageEntry
 from hema.source import Source, harmonised_id
@@ -104,17 +107,26 @@ def _spool(folder: Path, data: bytes) -> StoredAt:
     return Path(out.name).name, offset, len(data)
 
 
-def _decode_one(path: Path, spool: Path | None) -> tuple[str, StoredAt | None, dedup.Fingerprint] | str:
-    """Worker: decode one file (spooling its stored bytes); a string is the reason it cannot be used."""
-    try:
-        data = path.read_bytes()
-        decoded = decode_rgb(data)
-    except BadImageError as exc:
-        return str(exc)
-    except OSError as exc:
-        return f"cannot read file ({exc.strerror or exc})"
-    at = _spool(spool, stored_bytes(data, decoded)) if spool is not None else None
-    return stored_name(path.name, decoded), at, dedup.fingerprint(decoded.rgb)
+def _decode_batch(paths: Sequence[Path], spool: Path | None) -> list[tuple[str, StoredAt | None, Fingerprint] | str]:
+    """Worker: decode files (spooling their stored bytes) and fingerprint them together; per file, its
+    stored name, where its stored bytes are and its fingerprint, or a string: why it cannot be used."""
+    results: list[tuple[str, StoredAt | None] | str] = []
+    images = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+            decoded = decode_rgb(data)
+        except BadImageError as exc:
+            results.append(str(exc))
+            continue
+        except OSError as exc:
+            results.append(f"cannot read file ({exc.strerror or exc})")
+            continue
+        at = _spool(spool, stored_bytes(data, decoded)) if spool is not None else None
+        results.append((stored_name(path.name, decoded), at))
+        images.append(decoded.rgb)
+    prints = iter(fingerprint_batch(images))
+    return [r if isinstance(r, str) else (*r, next(prints)) for r in results]
 
 
 @dataclass
@@ -124,7 +136,7 @@ class DecodedFolder:
     entries: list[ImageEntry]
     stored_names: list[str]
     stored_at: list[StoredAt | None]
-    prints: list[dedup.Fingerprint]
+    prints: list[Fingerprint]
     skipped: list[SkippedFile]
 
 
@@ -155,31 +167,29 @@ def decode_entries(
     Unusable files are logged and skipped, or with `strict` raise HemaError naming them.
     """
     paths = [e.path for e in entries]
-    procs = max(1, min(num_proc or os.cpu_count() or 1, len(paths)))
-    progress = dict(total=len(paths), desc="Decoding images", unit=" images")
+    batches = [paths[s : s + BATCH] for s in range(0, len(paths), BATCH)]  # a task: fingerprinted together
     decoded = DecodedFolder([], [], [], [], [])
-    work = functools.partial(_decode_one, spool=spool)
     with contextlib.ExitStack() as stack:
-        if procs == 1:
-            results = map(work, paths)
-            stack.callback(lambda: _spool_files.pop(spool).close() if spool in _spool_files else None)
-        else:
-            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(procs))
-            chunk = max(1, min(64, len(paths) // (procs * 8)))
-            results = pool.imap(work, paths, chunksize=chunk)
+        stack.callback(lambda: _spool_files.pop(spool).close() if spool in _spool_files else None)  # in-process
+        results = stack.enter_context(fork_imap(functools.partial(_decode_batch, spool=spool), batches, num_proc))
+        progress = stack.enter_context(tqdm(total=len(paths), desc="Decoding images", unit=" images"))
         for path in paths[:READ_AHEAD]:
             _read_ahead(path)
-        for i, (entry, result) in enumerate(zip(entries, tqdm(results, **progress))):
-            if i + READ_AHEAD < len(paths):
-                _read_ahead(paths[i + READ_AHEAD])
-            if isinstance(result, str):
-                decoded.skipped.append(SkippedFile(entry.image_id, result))
-                continue
-            name, at, fingerprint = result
-            decoded.entries.append(entry)
-            decoded.stored_names.append(name)
-            decoded.stored_at.append(at)
-            decoded.prints.append(fingerprint)
+        done = 0
+        for batch in results:
+            for path in paths[done + READ_AHEAD : done + READ_AHEAD + len(batch)]:
+                _read_ahead(path)
+            for entry, result in zip(entries[done : done + len(batch)], batch):
+                if isinstance(result, str):
+                    decoded.skipped.append(SkippedFile(entry.image_id, result))
+                    continue
+                name, at, fingerprint = result
+                decoded.entries.append(entry)
+                decoded.stored_names.append(name)
+                decoded.stored_at.append(at)
+                decoded.prints.append(fingerprint)
+            done += len(batch)
+            progress.update(len(batch))
     if decoded.skipped and strict:
         listed = "; ".join(f"{s.image_id}: {s.reason}" for s in decoded.skipped[:5])
         more = f" and {len(decoded.skipped) - 5} more" if len(decoded.skipped) > 5 else ""

@@ -6,12 +6,10 @@ multiple of 90°. A 64-bit phash cannot tell those from look-alike cells (distin
 bits, shifted copies sit at 10-12), nor can the centred cell (distinct lymphocytes correlate up to
 0.977 once registered). What identifies one exported cell is its smear field: the red cells around it.
 
-1. `fingerprint` (decode workers, ~1.5 ms on one core, ~6.5 KB): a 64 x 64 band-passed grey
-   thumbnail of the whole crop; the stained cell's centre and radius (mean shift on blue minus
-   green); 16 x 16 screening views (the ring around the cell at the cell's own scale, and the whole
-   crop); two 64-number embeddings (whole crop, cell-centred) invariant to the 8 rotations/mirrors
-   (each pixel orbit sorted); and the 16 x 16 field view hema.fields searches for crops of one smear
-   field.
+1. Fingerprints (hema.fingerprints, in the decode workers, ~6.5 KB each): a 64 x 64 band-passed grey
+   thumbnail of the whole crop; the stained cell's centre and radius; 16 x 16 screening views (the
+   ring around the cell at the cell's own scale, and the whole crop); two 64-number embeddings (whole
+   crop, cell-centred) invariant to the 8 rotations/mirrors.
 2. Candidates: nearest neighbours in both embeddings (inverted file over k-means cells, matrix
    products, no Python loop over pairs), screened by the best-of-8-orientations view correlation.
 3. Registration, coarse to fine: b is turned to a's orientation, scaled about the centre (a grid up to
@@ -28,31 +26,20 @@ with planted copies of every kind and the hardest look-alike candidates (docs/de
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
-from PIL import Image
-from scipy import ndimage
 
+from hema.fingerprints import BAND, DIHEDRAL_NAMES, THUMB, Fingerprint, dihedral, pool2
 from hema.forked import fork_map
-from hema.imaging import phash, pixel_sha256
 from hema.vector_search import half_sq_dist, kmeans, nearest, principal_axes
 
-THUMB = 64  # side of the registration thumbnail (whole crop)
-PATCH = 32  # side of the cell-centred patch
-EMBED = 8  # side of the low-resolution grids behind the embeddings (8 x 8 = 64 numbers)
-BAND = (1.0, 4.0)  # difference-of-Gaussians band (thumbnail px): red-cell edges, not illumination
-QUANT = 32.0  # int8 storage: value = round(standardised intensity * QUANT), clipped to +-127
-CELL_REACH = 2.5  # the centred patch spans the cell centre +- CELL_REACH radii
 MAX_SHIFT = 0.15  # registration searches translations up to this fraction of the side
 SCALE_STEP = 1.05  # scale hypotheses: SCALE_STEP**-2 .. SCALE_STEP**2, and the cell-size ratio
 MAX_SCALE = 1.15  # crop-and-rescale copies change the content scale by at most this factor
-FIELD_GRID = 16  # side of the field view (hema.fields), in cells of THUMB / FIELD_GRID thumbnail px
-FIELD_BAND = (1.5, 6.0)  # its difference-of-Gaussians band (thumbnail px): red-cell outlines
 
 # Candidate search and confirmation thresholds (measured, see docs/dedup.md).
 NEIGHBOURS_CELL = 16  # neighbours per image in the centred-cell embedding
@@ -61,7 +48,6 @@ SEARCH_DIMS = 24  # principal components of each embedding used for the neighbou
 SEARCH_PROBES = 6  # centroids whose images each image is compared with (of ~sqrt(n))
 SCREEN_CELL_MIN = 0.78  # screening (16 x 16 views): best-orientation correlation of the ring around
 SCREEN_WHOLE_MIN = 0.70  # the cell, or of the whole crop, that a candidate needs to be registered
-SCREEN_RING = 0.6  # the ring starts at this fraction of the cell patch's half side (~1.5 radii)
 WHOLE_MIN = 0.85  # registered band-passed correlation of the whole crop
 CENTRE_MIN = 0.92  # the same around each crop's centre (its centred cell)
 SURROUND_MIN = 0.75  # the same beyond the cell: the smear field around it
@@ -69,33 +55,6 @@ CENTRE_HALF = 0.2  # the centred-cell window: an image centre +- this fraction o
 SURROUND_FROM = 2.0  # the surround starts this many (RMS stain) radii from a's cell centre,
 SURROUND_HALO = 2.5  # and beyond the cell's band-pass halo: its radius plus this many BAND[1] sigmas
 SURROUND_MIN_REACH = 0.15  # and at least this fraction of the side
-
-_GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-# the cell patch's ring beyond ~1.5 radii: the cell itself is excluded from screening (cells look alike)
-_RING = np.hypot(*(np.mgrid[0:PATCH, 0:PATCH] - (PATCH - 1) / 2)) > SCREEN_RING * PATCH / 2
-
-
-@dataclass(frozen=True, eq=False)
-class Fingerprint:
-    """What the grouping stage knows of one image (computed once, where it is decoded)."""
-
-    pixel_sha256: str
-    phash: int
-    thumb: np.ndarray  # THUMB x THUMB int8: band-passed grey of the whole crop, standardised
-    screen_cell: np.ndarray  # 16 x 16 float16, unit norm: band-passed ring around the cell, cell-scaled
-    screen_whole: np.ndarray  # 16 x 16 float16, unit norm: the band-passed whole crop
-    embed_whole: np.ndarray  # EMBED**2 float32, unit norm, invariant to rotations and mirrors
-    embed_cell: np.ndarray  # the same for the cell-centred, cell-scaled view
-    field: np.ndarray  # 16 x 16 float16: band-passed view of the whole crop, for hema.fields
-    cell: tuple[float, float, float]  # cell centre (y, x) and radius, in thumbnail pixels
-    height: int
-    width: int
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of pixel data it carries (it is pickled from the workers and kept for every image)."""
-        arrays = (self.thumb, self.screen_cell, self.screen_whole, self.embed_whole, self.embed_cell, self.field)
-        return sum(a.nbytes for a in arrays)
 
 
 @dataclass(frozen=True)
@@ -123,134 +82,6 @@ class DedupResult:
         return np.bincount(self.dup_group)[self.dup_group]
 
 
-# --- fingerprint (decode workers) -------------------------------------------------------------------
-
-
-def fingerprint(rgb: np.ndarray) -> Fingerprint:
-    """The per-image summary the duplicate search needs; cheap enough for every decoded image."""
-    image = Image.fromarray(rgb)
-    colour = np.asarray(image.resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32)
-    grey = colour @ _GREY
-    cy, cx, radius = _locate_cell(colour)
-    smooth = _blur(grey, BAND[1])  # also the embeddings' anti-aliasing (8 px cells)
-    band = _standardise(_blur(grey, BAND[0]) - smooth)
-    reach = float(np.clip(CELL_REACH * radius, 0.2 * THUMB, 0.6 * THUMB))
-    patch = _sample_square(band, cy, cx, reach, PATCH) * _RING
-    whole = _sample_square(smooth, (THUMB - 1) / 2, (THUMB - 1) / 2, THUMB / 2, EMBED)
-    return Fingerprint(
-        pixel_sha256=pixel_sha256(rgb),
-        phash=phash(image),
-        thumb=_quantise(band),
-        screen_cell=_unit(_pool2(patch[None]))[0].astype(np.float16),
-        screen_whole=_unit(_pool2(_pool2(band[None])))[0].astype(np.float16),
-        embed_whole=_orbit_embedding(whole),
-        embed_cell=_orbit_embedding(_sample_square(smooth, cy, cx, reach, EMBED)),
-        field=_field_view(grey),
-        cell=(cy, cx, radius),
-        height=int(rgb.shape[0]),
-        width=int(rgb.shape[1]),
-    )
-
-
-def _field_view(grey: np.ndarray) -> np.ndarray:
-    """FIELD_GRID x FIELD_GRID float16 band-pass of a THUMB x THUMB grey thumbnail, standardised."""
-    band = _blur(grey, FIELD_BAND[0]) - _blur(grey, FIELD_BAND[1])
-    cell = grey.shape[0] // FIELD_GRID
-    view = band.reshape(FIELD_GRID, cell, FIELD_GRID, cell).mean(axis=(1, 3))
-    view = view - view.mean()
-    return (view / max(float(view.std()), 1e-6)).astype(np.float16)
-
-
-@functools.cache
-def _blur_matrix(sigma: float, n: int) -> np.ndarray:
-    """M with M @ x == ndimage.gaussian_filter1d(x, sigma) (mode "reflect") for length-n columns x."""
-    return ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0).astype(np.float32)
-
-
-def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """ndimage.gaussian_filter(img, sigma) of a square image as two small matrix products (4x faster)."""
-    m = _blur_matrix(sigma, img.shape[0])
-    return m @ img @ m.T
-
-
-def _locate_cell(colour: np.ndarray, reach: float = 0.3, steps: int = 6) -> tuple[float, float, float]:
-    """Centre and radius of the stained cell nearest the image centre, in thumbnail pixels.
-
-    Mean shift from the centre on blue minus green (nuclei and granules are blue-violet, red cells and
-    background are not), weighted above its 75th percentile: weights scale with contrast and ignore
-    brightness, so the centre is the same on re-lit copies and follows the cell on shifted crops.
-    """
-    stain = colour[..., 2] - colour[..., 1]
-    weight = np.maximum(stain - _upper_quartile(stain), 0.0) ** 2
-    side = np.arange(THUMB, dtype=np.float32)
-    cy = cx = (THUMB - 1) / 2
-    for _ in range(steps + 1):
-        d2 = ((side - cy) ** 2)[:, None] + ((side - cx) ** 2)[None, :]  # separable: rows plus columns
-        w = weight * (d2 < (reach * THUMB) ** 2)
-        rows, cols = w.sum(axis=1), w.sum(axis=0)
-        total = float(rows.sum())
-        if total <= 0:
-            return (THUMB - 1) / 2, (THUMB - 1) / 2, THUMB / 6
-        radius = float(np.sqrt(np.vdot(w, d2) / total))
-        cy, cx = float(rows @ side / total), float(cols @ side / total)
-    return cy, cx, max(radius, 2.0)
-
-
-def _upper_quartile(x: np.ndarray) -> float:
-    """np.percentile(x, 75), to the bit (its linear interpolation), from a partial sort: 8x faster."""
-    flat = x.ravel()
-    at = 0.75 * (flat.size - 1)
-    lo = int(at)
-    hi = min(lo + 1, flat.size - 1)
-    part = np.partition(flat, (lo, hi))
-    step, t = part[hi] - part[lo], at - lo
-    return part[lo] + step * t if t < 0.5 else part[hi] - step * (1 - t)  # numpy's two-sided lerp
-
-
-def _sample_square(img: np.ndarray, cy: float, cx: float, half: float, n: int) -> np.ndarray:
-    """n x n bilinear samples of the square centre +- half (edge pixels repeat outside the image)."""
-    lin = (np.arange(n) + 0.5) / n * 2 - 1
-    yy, xx = np.meshgrid(cy + lin * half, cx + lin * half, indexing="ij")
-    return ndimage.map_coordinates(img, [yy, xx], order=1, mode="nearest").astype(np.float32)
-
-
-def _standardise(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean()
-    return x / max(float(x.std()), 1e-6)
-
-
-def _quantise(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * QUANT), -127, 127).astype(np.int8)
-
-
-def _dihedral(x: np.ndarray) -> list[np.ndarray]:
-    """The 8 rotations/mirrors of the last two axes, in the order of `_DIHEDRAL_NAMES`."""
-    out = []
-    for k in range(4):
-        turned = np.rot90(x, k, axes=(-2, -1))
-        out += [turned, turned[..., ::-1]]
-    return out
-
-
-_DIHEDRAL_NAMES = ("identity", "mirror", "rot90", "rot90+mirror", "rot180", "rot180+mirror",
-                   "rot270", "rot270+mirror")
-
-
-@functools.cache
-def _orbits(n: int) -> np.ndarray:
-    """(n/2 * n/2, 8) flat indices into an n x n grid: each pixel of the top-left quadrant and where
-    the 8 rotations/mirrors take it (one gather per embedding instead of 8 turned copies)."""
-    half = n // 2
-    return np.stack(_dihedral(np.arange(n * n).reshape(n, n)), axis=-1)[:half, :half].reshape(half * half, 8)
-
-
-def _orbit_embedding(grid: np.ndarray) -> np.ndarray:
-    """Sorted values of each dihedral orbit of pixels: unchanged by any rotation/mirror of the grid."""
-    orbits = np.sort(grid.ravel()[_orbits(grid.shape[-1])], axis=-1).ravel()
-    orbits = orbits - orbits.mean()
-    return (orbits / max(float(np.linalg.norm(orbits)), 1e-6)).astype(np.float32)
-
-
 # --- grouping (parent) -------------------------------------------------------------------------------
 
 
@@ -274,7 +105,7 @@ def find_duplicates(
 
 def _near_pairs(prints: Sequence[Fingerprint], index: np.ndarray, num_proc: int | None) -> list[DupPair]:
     """Confirmed near-duplicate pairs among images with distinct pixels (index maps back)."""
-    cand, margin, orient = near_candidates(prints)
+    cand, margin, orient = near_candidates(prints, num_proc)
     keep = margin >= 0
     cand, orient = cand[keep], orient[keep]
     scores = registration_scores(prints, cand, orient, num_proc)
@@ -282,25 +113,25 @@ def _near_pairs(prints: Sequence[Fingerprint], index: np.ndarray, num_proc: int 
     for (a, b), g, (whole, centre, surround, scale, dy, dx) in zip(cand, orient, scores):
         if whole >= WHOLE_MIN and centre >= CENTRE_MIN and surround >= SURROUND_MIN:
             fa = prints[a]
-            name = _DIHEDRAL_NAMES[g] + ("" if abs(scale - 1) < 0.005 else f" x{scale:.2f}")
+            name = DIHEDRAL_NAMES[g] + ("" if abs(scale - 1) < 0.005 else f" x{scale:.2f}")
             shift = (round(dy * fa.height / THUMB), round(dx * fa.width / THUMB))
             out.append(DupPair(int(index[a]), int(index[b]), "near", round(float(whole), 4), shift, name))
     return out
 
 
-def near_candidates(prints: Sequence[Fingerprint]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate pairs (i < j) from both embeddings, their screening margin and best orientation."""
-    cand = np.unique(
-        np.concatenate([
-            _neighbour_pairs(_principal(np.stack([fp.embed_cell for fp in prints])), NEIGHBOURS_CELL),
-            _neighbour_pairs(_principal(np.stack([fp.embed_whole for fp in prints])), NEIGHBOURS_WHOLE),
-        ]),
-        axis=0,
-    )
-    cell_view = np.stack([fp.screen_cell for fp in prints]).astype(np.float32)
-    whole_view = np.stack([fp.screen_whole for fp in prints]).astype(np.float32)
-    margin, orient = _screen(cell_view, whole_view, cand)
-    return cand, margin, orient
+def near_candidates(
+    prints: Sequence[Fingerprint], num_proc: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j) from both embeddings, their screening margin and best orientation.
+    The two neighbour searches, and the screening in chunks, run in `num_proc` forked processes."""
+    searches = [(_principal(np.stack([fp.embed_cell for fp in prints])), NEIGHBOURS_CELL),
+                (_principal(np.stack([fp.embed_whole for fp in prints])), NEIGHBOURS_WHOLE)]
+    cand = np.unique(np.concatenate(fork_map(_neighbour_search, searches, range(len(searches)), num_proc)), axis=0)
+    views = (_flat_views([fp.screen_cell for fp in prints]), _flat_views([fp.screen_whole for fp in prints]))
+    screened = fork_map(_screen, views, [cand[s : s + _SCREEN_CHUNK] for s in range(0, len(cand), _SCREEN_CHUNK)],
+                        num_proc)
+    margin, orient = (np.concatenate(x) for x in zip(*screened)) if screened else (np.empty(0, np.float32),) * 2
+    return cand, margin, orient.astype(np.int64)
 
 
 def _principal(embed: np.ndarray) -> np.ndarray:
@@ -309,7 +140,7 @@ def _principal(embed: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(centred @ principal_axes(embed, SEARCH_DIMS), dtype=np.float32)
 
 
-_REGISTRATION_CHUNK = 1024
+_REGISTRATION_CHUNK = 256  # pairs a task registers: its arrays stay in a core's cache
 
 
 def registration_scores(
@@ -322,6 +153,10 @@ def registration_scores(
               for s in range(0, len(cand), _REGISTRATION_CHUNK)]
     scores = fork_map(_register_chunk, (thumbs, cells), chunks, num_proc)
     return np.concatenate(scores) if scores else np.empty((0, 6), dtype=np.float64)
+
+
+def _neighbour_search(searches: list[tuple[np.ndarray, int]], which: int) -> np.ndarray:
+    return _neighbour_pairs(*searches[which])
 
 
 def _neighbour_pairs(embed: np.ndarray, k: int) -> np.ndarray:
@@ -340,7 +175,9 @@ def _neighbour_pairs(embed: np.ndarray, k: int) -> np.ndarray:
         if len(members) == 0 or len(queries) == 0:
             continue
         dist = half_sq_dist(embed[queries], embed[members])
-        dist[queries[:, None] == members[None, :]] = np.inf
+        at = np.minimum(np.searchsorted(members, queries), len(members) - 1)
+        itself = members[at] == queries  # a query filed here is one of the members: not its own neighbour
+        dist[np.flatnonzero(itself), at[itself]] = np.inf
         take = min(k, len(members))
         best = np.argpartition(dist, take - 1, axis=1)[:, :take]
         found_q.append(np.repeat(queries, take))
@@ -355,33 +192,27 @@ def _neighbour_pairs(embed: np.ndarray, k: int) -> np.ndarray:
     return pairs
 
 
-def _screen(cell_view: np.ndarray, whole_view: np.ndarray, cand: np.ndarray, chunk: int = 8192):
-    """Screening margin and orientation: the best-of-8-orientations correlation of the cell patches'
-    ring (the cell itself excluded: distinct cells look alike) or of the whole crops, above its
-    threshold. Views are unit-normalised per image, and stay so under rotation and mirroring."""
-    margin = np.empty(len(cand), dtype=np.float32)
-    orient = np.empty(len(cand), dtype=np.int64)
-    for s in range(0, len(cand), chunk):
-        a, b = cand[s : s + chunk, 0], cand[s : s + chunk, 1]
-        best = None
-        for view, floor in ((cell_view, SCREEN_CELL_MIN), (whole_view, SCREEN_WHOLE_MIN)):
-            va = view[a]
-            corr = np.stack([np.einsum("pij,pij->p", va, v) for v in _dihedral(view[b])])
-            best = corr - floor if best is None else np.maximum(best, corr - floor)
-        margin[s : s + chunk] = best.max(axis=0)
-        orient[s : s + chunk] = best.argmax(axis=0)
-    return margin, orient
+_SCREEN_CHUNK = 4096  # candidate pairs a screening task takes
+# where each of the 8 rotations/mirrors of a flattened 16 x 16 view takes its pixels from
+_TURNS = np.stack([turned.ravel() for turned in dihedral(np.arange(16 * 16).reshape(16, 16))])
 
 
-def _pool2(x: np.ndarray) -> np.ndarray:
-    """Means of 2 x 2 blocks over the last two axes."""
-    x = x.astype(np.float32, copy=False)
-    return 0.25 * (x[..., ::2, ::2] + x[..., 1::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, 1::2])
+def _flat_views(views: list[np.ndarray]) -> np.ndarray:
+    return np.stack(views).astype(np.float32).reshape(len(views), -1)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean(axis=(1, 2), keepdims=True, dtype=np.float32)
-    return x / np.maximum(np.sqrt((x * x).sum(axis=(1, 2), keepdims=True)), 1e-6)
+def _screen(views: tuple[np.ndarray, np.ndarray], cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Screening margin and orientation of candidate pairs: the best-of-8-orientations correlation
+    of the cell patches' ring (the cell itself excluded: distinct cells look alike) or of the whole
+    crops, above its threshold. `views` are both kinds of (flattened) view of every image, each
+    unit-normalised, as they stay under rotation and mirroring."""
+    a, b = cand[:, 0], cand[:, 1]
+    best = None
+    for view, floor in zip(views, (SCREEN_CELL_MIN, SCREEN_WHOLE_MIN)):
+        va, vb = view[a], view[b]
+        corr = np.stack([np.einsum("pk,pk->p", va, np.take(vb, turn, axis=1)) for turn in _TURNS]) - floor
+        best = corr if best is None else np.maximum(best, corr)
+    return best.max(axis=0), best.argmax(axis=0)
 
 
 def _register_chunk(views: tuple[np.ndarray, np.ndarray], pairs: tuple[np.ndarray, np.ndarray]):
@@ -394,12 +225,12 @@ def _register_chunk(views: tuple[np.ndarray, np.ndarray], pairs: tuple[np.ndarra
     for g in range(8):  # turn b into a's orientation
         sel = orient == g
         if sel.any():
-            b_img[sel] = _dihedral(thumbs[cand[sel, 1]].astype(np.float32))[g]
+            b_img[sel] = dihedral(thumbs[cand[sel, 1]].astype(np.float32))[g]
     cell_a = cells[cand[:, 0]]
     # scale hypotheses: a fixed grid (1 for resized whole images, up to 1.1 either way for crops of a
     # field) and the cell-size ratio, which lands between grid steps
     ratio = np.clip(cell_a[:, 2] / cells[cand[:, 1], 2], 1 / MAX_SCALE, MAX_SCALE)
-    a_half, b_half = _pool2(a_img), _pool2(b_img)
+    a_half, b_half = pool2(a_img), pool2(b_img)
     a_spectrum = _spectrum(a_half)
     best_whole, best_scale = np.full(len(cand), -np.inf), np.ones(len(cand))
     for scale in [np.full(len(cand), SCALE_STEP**k) for k in range(-2, 3)] + [ratio]:
@@ -444,18 +275,22 @@ def _resample_matrix(scale: np.ndarray, shift: np.ndarray, n: int) -> np.ndarray
 def _warp(img: np.ndarray, scale: np.ndarray, dy: np.ndarray, dx: np.ndarray):
     """img (P, n, n) scaled about the centre and shifted; returns the image and its validity mask."""
     n = img.shape[-1]
-    my, mx = _resample_matrix(scale, dy, n), _resample_matrix(scale, dx, n)
-    warped = my @ img @ mx.transpose(0, 2, 1)
-    valid = (my.sum(axis=2)[:, :, None] > 0.999) & (mx.sum(axis=2)[:, None, :] > 0.999)
-    return warped, valid
+    return _resample(img, _resample_matrix(scale, dy, n), _resample_matrix(scale, dx, n))
+
+
+def _resample(img: np.ndarray, rows: np.ndarray, cols: np.ndarray):
+    """img (P, n, n) through row and column interpolation matrices; and where all of a pixel's
+    weight fell inside the image."""
+    valid = (rows.sum(axis=2)[:, :, None] > 0.999) & (cols.sum(axis=2)[:, None, :] > 0.999)
+    return rows @ img @ cols.transpose(0, 2, 1), valid
 
 
 def _fft_shift(a_spectrum: np.ndarray, b_img: np.ndarray, scale: np.ndarray):
     """Sub-pixel translation (dy, dx) within +-MAX_SHIFT that best lays scaled b onto a."""
     n = b_img.shape[-1]
     size, reach = _fft_size(n), _reach(n)
-    zero = np.zeros(len(scale))
-    b_scaled, valid = _warp(b_img, scale, zero, zero)
+    about_centre = _resample_matrix(scale, np.zeros(len(scale)), n)  # the same for rows and columns
+    b_scaled, valid = _resample(b_img, about_centre, about_centre)
     b_mean = (b_scaled * valid).sum(axis=(1, 2), keepdims=True) / np.maximum(
         valid.sum(axis=(1, 2), keepdims=True, dtype=np.float32), 1
     )  # float32 throughout: single-precision FFTs are 3-5x faster, and the peak moves < 1e-5 px
@@ -509,15 +344,16 @@ def surround_reach(radius: np.ndarray | float) -> np.ndarray | float:
 
 
 def masked_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Correlation of a and b (P, n, n) over each mask; -1 where the mask holds under 1/16 of a."""
+    """Correlation of a and b (P, n, n) over each mask; -1 where the mask holds under 1/16 of a.
+    (Each sum of products is one einsum pass, no temporaries: 2-5x faster than masked sums.)"""
     w = mask.astype(np.float32)
-    count = np.maximum(w.sum(axis=(1, 2)), 1.0)
-    ma = (a * w).sum(axis=(1, 2)) / count
-    mb = (b * w).sum(axis=(1, 2)) / count
-    da = (a - ma[:, None, None]) * w
-    db = (b - mb[:, None, None]) * w
-    den = np.sqrt((da * da).sum(axis=(1, 2)) * (db * db).sum(axis=(1, 2)))
-    ncc = (da * db).sum(axis=(1, 2)) / np.maximum(den, 1e-6)
+    count = np.maximum(np.einsum("pij->p", w), 1.0)
+    da = a - (np.einsum("pij,pij->p", a, w) / count)[:, None, None]
+    da *= w
+    db = b - (np.einsum("pij,pij->p", b, w) / count)[:, None, None]
+    db *= w
+    den = np.sqrt(np.einsum("pij,pij->p", da, da) * np.einsum("pij,pij->p", db, db))
+    ncc = np.einsum("pij,pij->p", da, db) / np.maximum(den, 1e-6)
     return np.where(count >= a.shape[-1] ** 2 / 16, ncc, -1.0)  # a sliver of overlap proves nothing
 
 

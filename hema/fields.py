@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hema.dedup import FIELD_GRID, THUMB, DupPair, Fingerprint, components, masked_ncc
+from hema.dedup import DupPair, components, masked_ncc
+from hema.fingerprints import FIELD_GRID, THUMB, Fingerprint
 from hema.forked import fork_map
 from hema.vector_search import kmeans, nearest, principal_axes
 
@@ -187,14 +188,15 @@ def _chunk_proposals(index: _CornerIndex, start: int) -> tuple | None:
         if len(qs) == 0 or hi == lo:
             continue
         sim = queries[qs] @ index.corner[lo:hi].T
+        rows = np.arange(len(qs))
         for _ in range(min(BEST_PER_WINDOW, hi - lo)):  # each window's best corners only: the match
             top = sim.argmax(axis=1)  # counts stay linear in n
-            best = sim[np.arange(len(qs)), top]
+            best = sim[rows, top]
             good = best >= WINDOW_MIN
             match_q.append(qs[good])
             match_m.append(lo + top[good])
             match_sim.append(best[good])
-            sim[np.arange(len(qs)), top] = -np.inf
+            sim[rows, top] = -np.inf
     q, m = np.concatenate(match_q or [[]]).astype(np.int64), np.concatenate(match_m or [[]]).astype(np.int64)
     sim = np.concatenate(match_sim or [[]])
     b, a = imgs[q // len(_OFFSETS)], index.corner_img[m]
@@ -219,12 +221,15 @@ def _best_per_image(b, a, sim, shift, n: int):
     votes = np.diff(np.r_[starts, len(key)])
     best = np.maximum.reduceat(sim, starts)
     pair, shift = key[starts] // span**2, shift[starts]
-    order = np.lexsort((-best, -votes, pair))  # each (b, a) at its most-voted shift
-    pair, shift, votes, best = pair[order], shift[order], votes[order], best[order]
-    first = np.r_[True, pair[1:] != pair[:-1]]
-    pair, shift, votes, best = pair[first], shift[first], votes[first], best[first]
+    # votes, then the best match, in one exact float64 (0.5 * best < 1); groups are in pair order
+    score = votes + 0.5 * best.astype(np.float64)
+    firsts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    top = np.repeat(np.maximum.reduceat(score, firsts), np.diff(np.r_[firsts, len(pair)]))
+    winners = np.flatnonzero(score == top)  # each (b, a) at its most-voted shift (the first of ties)
+    winners = winners[np.r_[True, pair[winners[1:]] != pair[winners[:-1]]]]
+    pair, shift, score = pair[winners], shift[winners], score[winners]
     b, a = pair // n, pair % n
-    order = np.lexsort((-best, -votes, b))
+    order = np.lexsort((-score, b))
     b, a, shift = b[order], a[order], shift[order]
     rank = np.arange(len(b)) - np.searchsorted(b, b)
     keep = rank < PROPOSALS
@@ -275,13 +280,14 @@ def _confirm(views: np.ndarray, task: tuple[np.ndarray, np.ndarray, int]):
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Correlation of each a with its b (P, h, w)."""
-    a = a.reshape(len(a), -1)
-    b = b.reshape(len(b), -1)
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    den = np.sqrt(np.einsum("pi,pi->p", a, a) * np.einsum("pi,pi->p", b, b))
-    return np.einsum("pi,pi->p", a, b) / np.maximum(den, 1e-6)
+    """Correlation of each a with its b (P, h, w; slices of larger views), from its five sums, each
+    one pass over the slices in place: no centred copies."""
+    count = a.shape[1] * a.shape[2]
+    sum_a, sum_b = np.einsum("pij->p", a), np.einsum("pij->p", b)
+    covariance = np.einsum("pij,pij->p", a, b) - sum_a * sum_b / count
+    spread_a = np.einsum("pij,pij->p", a, a) - sum_a * sum_a / count
+    spread_b = np.einsum("pij,pij->p", b, b) - sum_b * sum_b / count
+    return covariance / np.maximum(np.sqrt(np.maximum(spread_a, 0) * np.maximum(spread_b, 0)), 1e-6)
 
 
 def _laid_on(a: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

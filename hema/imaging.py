@@ -3,11 +3,10 @@
 Every stored image decodes to exactly the pixels whose SHA-256 is published. RGB files already in a
 compact format that PIL, torchvision.io.decode_image and browsers all read (JPEG, PNG, WebP) keep
 their original bytes; everything else (the scanners' uncompressed TIFF, and L, LA, P, RGBA, CMYK or
-16-bit images, converted to RGB first) is stored as PNG. The PNG is written here rather than by PIL:
-the Up filter on every row (vectorised in numpy), deflated by ISA-L (isal) at level 1, measured 0.38x
-the TIFF's bytes in 0.6 ms on real cells, against 0.37x in 1.7 ms for zlib-ng at level 2, 0.40x in
-4.4 ms for PIL at its fastest level and 0.30x in 2.8 ms for lossless WebP
-(bench/image_format_bench.py, README); encoding was the largest part of a build's time.
+16-bit images, converted to RGB first) is stored as PNG, written by fpng (Rich Geldreich's fast PNG
+encoder): 0.40x the TIFF's bytes in about 0.5 ms on real cells, where our own Up filter + ISA-L
+deflate took 0.8 ms for 0.38x, PIL's fastest PNG 4.9 ms for 0.40x and lossless WebP 3.3 ms for 0.30x
+(bench/image_format_bench.py, README); encoding is a large part of a build's time.
 
 Decoding: a plain TIFF (uncompressed, interleaved 8-bit RGB, as MLL23's scanner writes them) is read
 straight from its strips in 0.01 ms; PIL's Python TIFF parser took 0.3 ms of the 0.35 ms it spent on
@@ -16,17 +15,18 @@ one. Every other file, and any TIFF this reader is unsure of, goes to PIL.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import math
 import struct
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
+import fpng
 import numpy as np
 import scipy.fft
 from PIL import Image, UnidentifiedImageError
-from isal import isal_zlib
 
 # Scanner exports are large TIFFs; real cells never come near this, but do not let PIL refuse them.
 Image.MAX_IMAGE_PIXELS = None
@@ -36,9 +36,6 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 KEPT_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 STORED_FORMAT = "PNG"  # what every other image is re-encoded to, losslessly
 STORED_SUFFIX = ".png"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_UP = 2  # PNG filter type: each byte minus the byte above it
-_DEFLATE_LEVEL = 1  # ISA-L's levels 1 and 2 compress alike here; 0 is weaker (0.48x on real cells)
 
 
 class BadImageError(ValueError):
@@ -136,31 +133,9 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def _deflate(data: bytes) -> bytes:
-    return isal_zlib.compress(data, _DEFLATE_LEVEL)
-
-
-def encode_stored(rgb: np.ndarray, deflate: Callable[[bytes], bytes] = _deflate) -> bytes:
-    """Lossless 8-bit RGB PNG: every row Up-filtered, then `deflate`d into a zlib stream (ISA-L by
-    default; bench/image_format_bench.py passes others). Any PNG decoder reads it."""
-    height, width, _ = rgb.shape
-    rows = np.ascontiguousarray(rgb, dtype=np.uint8).reshape(height, width * 3)
-    filtered = np.empty((height, width * 3 + 1), dtype=np.uint8)
-    filtered[:, 0] = _PNG_UP
-    filtered[0, 1:] = rows[0]  # the row above the first is zeros
-    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as the filter is defined
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, truecolour, no interlace
-    return b"".join((
-        _PNG_SIGNATURE,
-        _png_chunk(b"IHDR", header),
-        _png_chunk(b"IDAT", deflate(filtered.tobytes())),
-        _png_chunk(b"IEND", b""),
-    ))
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    crc = isal_zlib.crc32(data, isal_zlib.crc32(tag))  # zlib's CRC-32, 10x faster than the stdlib's
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+def encode_stored(rgb: np.ndarray) -> bytes:
+    """Lossless 8-bit RGB PNG of an H x W x 3 uint8 image (fpng): any PNG decoder reads it."""
+    return fpng.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8))
 
 
 def stored_bytes(data: bytes, decoded: DecodedImage) -> bytes:
@@ -179,13 +154,64 @@ def pixel_sha256(rgb: np.ndarray) -> str:
 
 
 def phash(rgb: np.ndarray | Image.Image) -> int:
-    """64-bit DCT perceptual hash, bit for bit the definition of imagehash.phash (hex via phash_hex)."""
+    """64-bit DCT perceptual hash, bit for bit the definition of imagehash.phash (hex via phash_hex):
+    PIL's grey conversion, its LANCZOS resize to 32 x 32 (here as matrix products, `_lanczos_resize`),
+    then the low 8 x 8 DCT coefficients against their median."""
     image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
-    grey = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
-    dct = scipy.fft.dct(scipy.fft.dct(np.asarray(grey, dtype=np.float64), axis=0), axis=1)
-    low = dct[:8, :8]
-    bits = (low > np.median(low)).ravel()
-    return int("".join("1" if b else "0" for b in bits), 2)
+    small = _lanczos_resize(np.asarray(image.convert("L")), _PHASH_SIDE)
+    low = scipy.fft.dct(scipy.fft.dct(small, axis=0), axis=1)[:8, :8]
+    middle = np.sort(low, axis=None)[31:33]  # np.median's two middle values, and their mean
+    return int.from_bytes(np.packbits(low > (middle[0] + middle[1]) / 2).tobytes(), "big")
+
+
+_PHASH_SIDE = 32
+_PRECISION_BITS = 22  # PIL's fixed-point coefficients for 8-bit images (libImaging/Resample.c)
+
+
+def _lanczos_resize(grey: np.ndarray, side: int) -> np.ndarray:
+    """PIL's 8-bit LANCZOS resize of a grey image to side x side, to the bit, as float64 (uint8 values).
+
+    PIL sums integer pixel x fixed-point coefficient products per pass (rows, then columns), adds a
+    half, shifts and clips to 0..255. Those sums stay far below 2**53, so float64 matrix products
+    give them exactly, 3x faster than PIL's loops over a 288 px cell's 55 taps.
+    """
+    rows = _clip8(grey.astype(np.float64) @ _lanczos_coefficients(grey.shape[1], side).T)
+    return _clip8(_lanczos_coefficients(grey.shape[0], side) @ rows)
+
+
+def _clip8(sums: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor((sums + 2.0 ** (_PRECISION_BITS - 1)) * 2.0**-_PRECISION_BITS), 0, 255)
+
+
+@functools.cache
+def _lanczos_coefficients(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) fixed-point LANCZOS weights, as PIL computes them (precompute_coeffs and
+    normalize_coeffs_8bpc, the same from Pillow 10 to 12): each output's taps, normalised to sum 1,
+    times 2**22 rounded half away from zero."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support, inverse = 3.0 * filterscale, 1.0 / filterscale
+    out = np.zeros((out_size, in_size))
+    for xx in range(out_size):
+        centre = (xx + 0.5) * scale
+        first = max(int(centre - support + 0.5), 0)
+        last = min(int(centre + support + 0.5), in_size)
+        weights = [_lanczos((x - centre + 0.5) * inverse) for x in range(first, last)]
+        total = 0.0
+        for w in weights:  # summed in order, as PIL does
+            total += w
+        if total != 0.0:
+            weights = [w / total for w in weights]
+        out[xx, first:last] = [int(w * (1 << _PRECISION_BITS) + (0.5 if w >= 0 else -0.5)) for w in weights]
+    return out
+
+
+def _lanczos(x: float) -> float:
+    return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
+
+
+def _sinc(x: float) -> float:
+    return 1.0 if x == 0.0 else math.sin(x * math.pi) / (x * math.pi)
 
 
 def phash_hex(value: int) -> str:

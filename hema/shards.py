@@ -130,7 +130,7 @@ def _write_file(
                 if spool_file not in images:
                     images[spool_file] = stack.enter_context(open(spool / spool_file, "rb"))
                 images[spool_file].seek(offset)
-                batch.append(features.encode_example(schema.example(r, images[spool_file].read(length))))
+                batch.append(schema.example(r, images[spool_file].read(length)))  # already as stored
             table = pa.Table.from_pylist(batch, schema=schema_)
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             num_bytes += table.nbytes

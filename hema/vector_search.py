@@ -27,8 +27,14 @@ def _ranking_dist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return dist
 
 
+_ROWS_AT_ONCE = 2048  # rows whose distance matrix is ranked together: it stays in a core's cache
+
+
 def nearest(x: np.ndarray, centroids: np.ndarray, count: int) -> np.ndarray:
     """Indices of the `count` nearest centroids of each row, nearest first."""
+    if len(x) > _ROWS_AT_ONCE:
+        return np.concatenate([nearest(x[s : s + _ROWS_AT_ONCE], centroids, count)
+                               for s in range(0, len(x), _ROWS_AT_ONCE)])
     dist = _ranking_dist(x, centroids)
     if count <= 4 < len(centroids):  # argmin passes beat a partition for a few
         rows, found = np.arange(len(x)), []

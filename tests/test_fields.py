@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hema import dedup, fields
+from hema.fingerprints import fingerprint, fingerprint_batch
 from tests.dedup_cases import REVIEWED_SHARED, near_copy, neighbour_crops
 from tests.test_dedup import SAMPLE, draw_field, needs_sample
 
@@ -20,7 +21,7 @@ def test_neighbour_crops_share_a_field_group_and_stay_distinct_duplicates() -> N
     others = [draw_field(seed) for seed in range(60, 72)]  # other fields, alike in every statistic
     copy = near_copy(others[0], ("shift_crop",), np.random.default_rng(1))
     images = [left, right, *others, copy]
-    prints = [dedup.fingerprint(x) for x in images]
+    prints = fingerprint_batch(images)
     found = dedup.find_duplicates(prints)
     shared = fields.find_fields(prints, found.pairs)
     assert [(p.a, p.b) for p in shared.pairs] == [(0, 1)]
@@ -37,7 +38,7 @@ def test_forked_chunks_find_what_one_process_finds(monkeypatch: pytest.MonkeyPat
     """Search and confirmation split into many forked tasks give the one-process result exactly."""
     big = draw_field(31, side=520)
     images = [*neighbour_crops(big), *(draw_field(seed) for seed in range(80, 90))]
-    prints = [dedup.fingerprint(x) for x in images]
+    prints = fingerprint_batch(images)
     whole = fields.find_fields(prints, [], num_proc=1)
     proposed, _ = fields._proposals(np.stack([fp.field for fp in prints]).astype(np.float32))
     monkeypatch.setattr(fields, "_CHUNK", 3)  # 4 search tasks
@@ -56,7 +57,7 @@ def test_field_groups_are_components_of_both_kinds_of_pair() -> None:
 
 
 def test_lone_images_make_single_groups() -> None:
-    one = [dedup.fingerprint(draw_field(5))]
+    one = [fingerprint(draw_field(5))]
     assert fields.find_fields(one, []).field_group.tolist() == [0]
 
 
@@ -70,7 +71,7 @@ def test_real_shared_fields_are_found_and_nothing_else(side: int | None) -> None
     images = [decode_rgb(p.read_bytes()).rgb for p in files]
     if side:
         images = [x[(x.shape[0] - side) // 2 :][:side, (x.shape[1] - side) // 2 :][:, :side] for x in images]
-    prints = [dedup.fingerprint(x) for x in images]
+    prints = fingerprint_batch(images)
     found = dedup.find_duplicates(prints)
     shared = fields.find_fields(prints, found.pairs)
     pairs = {(names[p.a], names[p.b]) for p in shared.pairs}
@@ -86,6 +87,24 @@ def test_real_shared_fields_are_found_and_nothing_else(side: int | None) -> None
 
 def test_few_images_and_no_matches_give_no_pairs() -> None:
     """Two unrelated fields: nothing proposed beyond themselves (the search's empty paths)."""
-    prints = [dedup.fingerprint(draw_field(s)) for s in (7, 8)]
+    prints = [fingerprint(draw_field(s)) for s in (7, 8)]
     result = fields.find_fields(prints, [])
     assert result.pairs == [] and result.field_group.tolist() == [0, 1]
+
+
+def test_overlap_correlation_is_the_pearson_correlation_of_the_overlap() -> None:
+    """_confirm's scores, from sums over slices, are np.corrcoef of the overlapping pixels."""
+    rng = np.random.default_rng(3)
+    views = rng.normal(0, 30, (6, 32, 32)).astype(np.float32)
+    views[1] = np.roll(views[0], (5, -7), axis=(0, 1)) + rng.normal(0, 5, (32, 32))  # a moved: mostly shared
+    pairs = np.array([[0, 1], [2, 3], [4, 5], [0, 1]])
+    shift = np.array([[-5, 7], [3, 0], [-9, -2], [-4, 6]])
+    score, dy, dx, share = fields._confirm(views, (pairs, shift, 0))
+    for (a, b), s, y, x, part in zip(pairs, score, dy, dx, share):
+        overlap_a = views[a][max(0, y) : 32 + min(0, y), max(0, x) : 32 + min(0, x)]
+        overlap_b = views[b][max(0, -y) : 32 + min(0, -y), max(0, -x) : 32 + min(0, -x)]
+        assert overlap_a.size == round(part * 32 * 32)
+        assert s == pytest.approx(np.corrcoef(overlap_a.ravel(), overlap_b.ravel())[0, 1], abs=1e-5)
+    assert score[0] > 0.95 and abs(score[1]) < 0.2  # b's content lies at (-5, 7) in a
+    refined = fields._confirm(views, (pairs[3:], shift[3:], 1))  # one cell off: refinement finds it
+    assert (refined[1][0], refined[2][0]) == (-5, 7) and refined[0][0] == pytest.approx(score[0], abs=1e-6)

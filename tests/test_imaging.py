@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 from hema import imaging
 from hema.imaging import BadImageError, decode_rgb
 
+SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "acevedo20_sample"
 RNG = np.random.default_rng(11)
 PIXELS = RNG.integers(0, 256, (37, 29, 3), dtype=np.uint8)
 
@@ -112,3 +114,37 @@ def test_truncated_tiffs_are_bad_images_not_crashes(writer: str, keep: float) ->
     with pytest.raises(BadImageError):
         decode_rgb(truncated)
 
+
+
+def imagehash_phash(rgb: np.ndarray) -> int:
+    """imagehash.phash's definition, through PIL's own resize: what `phash` must give, bit for bit."""
+    import scipy.fft
+
+    grey = Image.fromarray(rgb).convert("L").resize((32, 32), Image.Resampling.LANCZOS)
+    low = scipy.fft.dct(scipy.fft.dct(np.asarray(grey, dtype=np.float64), axis=0), axis=1)[:8, :8]
+    return int("".join("1" if b else "0" for b in (low > np.median(low)).ravel()), 2)
+
+
+@pytest.mark.parametrize(("height", "width"), [(288, 288), (363, 360), (400, 400), (32, 32), (17, 45), (5, 3),
+                                               (1000, 37)])
+def test_lanczos_resize_is_pils_to_the_bit(height: int, width: int) -> None:
+    """Shrinking, keeping and enlarging, on noise, smooth gradients and flat black and white."""
+    rng = np.random.default_rng(height * 1000 + width)
+    yy, xx = np.mgrid[0:height, 0:width]
+    images = [rng.integers(0, 256, (height, width), dtype=np.uint8),
+              ((yy * 7 + xx * 3) % 256).astype(np.uint8),
+              np.zeros((height, width), np.uint8), np.full((height, width), 255, np.uint8)]
+    for grey in images:
+        want = np.asarray(Image.fromarray(grey).resize((32, 32), Image.Resampling.LANCZOS))
+        assert np.array_equal(imaging._lanczos_resize(grey, 32), want)
+
+
+def test_phash_is_imagehash_phash() -> None:
+    """On noise, and on real cells (../shared's Acevedo20 JPEGs, 360 x 363) where present."""
+    rng = np.random.default_rng(5)
+    cells = [rng.integers(0, 256, (288, 288, 3), dtype=np.uint8), PIXELS,
+             np.clip(rng.normal(180, 40, (360, 363, 3)), 0, 255).astype(np.uint8)]
+    cells += [pil_pixels(path.read_bytes()) for path in sorted(SAMPLE.glob("*/*.jpg"))[::60]]
+    for rgb in cells:
+        assert imaging.phash(rgb) == imagehash_phash(rgb)
+        assert imaging.phash(Image.fromarray(rgb)) == imagehash_phash(rgb)
