@@ -54,6 +54,7 @@ def image_pairs(
         for ax, img, side in zip(row, (left, right), caption.split(" | ")):
             ax.imshow(img)
             ax.set_title(side, fontsize=8)
+            ax.set(xticks=[], yticks=[])  # no ticks to place (the layout measured them: 3x slower)
             ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
