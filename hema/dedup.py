@@ -82,9 +82,6 @@ class DedupResult:
         return np.bincount(self.dup_group)[self.dup_group]
 
 
-# --- grouping (parent) -------------------------------------------------------------------------------
-
-
 def find_duplicates(
     prints: Sequence[Fingerprint], labels: Sequence[int] | None = None, num_proc: int | None = None
 ) -> DedupResult:
