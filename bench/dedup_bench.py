@@ -245,13 +245,14 @@ def _percentiles(values: np.ndarray, q: list[float]) -> np.ndarray | str:
     return np.percentile(values, q).round(3) if len(values) else "-"
 
 
-def _synthetic_print(task: tuple[int, int, tuple[str, ...]]) -> fingerprints.Fingerprint:
-    """Fingerprint of synthetic image `index`, or of a near copy of it when `kinds` is not empty."""
-    index, seed, kinds = task
-    rgb = _synthetic(index, seed)
-    if kinds:
-        rgb = near_copy(rgb, kinds, np.random.default_rng([seed, index, 1]))
-    return fingerprints.fingerprint(rgb)
+def _synthetic_prints(tasks: list[tuple[int, int, tuple[str, ...]]]) -> list[fingerprints.Fingerprint]:
+    """Fingerprints of a batch of synthetic images, as a decode worker takes them: per (index, seed,
+    kinds), image `index`, or a near copy of it when `kinds` is not empty."""
+    images = []
+    for index, seed, kinds in tasks:
+        rgb = _synthetic(index, seed)
+        images.append(near_copy(rgb, kinds, np.random.default_rng([seed, index, 1])) if kinds else rgb)
+    return fingerprints.fingerprint_batch(images)
 
 
 def _synthetic(index: int, seed: int) -> np.ndarray:
@@ -287,15 +288,15 @@ def scale(n_images: int, n_planted: int, workers: int, seed: int) -> None:
     _init_pool(pool_images)
     probes = [_synthetic(i, seed + 1) for i in range(200)]
     t0 = time.perf_counter()
-    for rgb in probes:
-        fingerprints.fingerprint(rgb)
+    fingerprints.fingerprint_batch(probes)
     fp_ms = (time.perf_counter() - t0) / len(probes) * 1000
     n_base = n_images - n_planted  # the last n_planted images are near copies of the first ones
     tasks = [(i, seed, ()) for i in range(n_base)]
     tasks += [(i, seed, NEAR_KINDS[i % len(NEAR_KINDS)]) for i in range(n_planted)]
     t0 = time.perf_counter()
+    batches = [tasks[s : s + fingerprints.BATCH] for s in range(0, len(tasks), fingerprints.BATCH)]
     with multiprocessing.get_context("fork").Pool(workers, _init_pool, (pool_images,)) as pool:
-        prints = pool.map(_synthetic_print, tasks, chunksize=256)
+        prints = [fp for batch in pool.map(_synthetic_prints, batches, chunksize=8) for fp in batch]
     fp_s = time.perf_counter() - t0
     del pool_images, probes
     _POOL.clear()

@@ -79,8 +79,7 @@ def fingerprint_batch(images: Sequence[np.ndarray]) -> list[Fingerprint]:
 
 def _fingerprint_chunk(images: Sequence[np.ndarray]) -> list[Fingerprint]:
     pictures = [Image.fromarray(rgb) for rgb in images]
-    colour = np.stack([np.asarray(p.resize((THUMB, THUMB), Image.Resampling.BOX)) for p in pictures])
-    colour = colour.astype(np.float32)
+    colour = np.stack([np.asarray(p.resize((THUMB, THUMB), Image.Resampling.BOX)) for p in pictures]).astype(np.float32)
     grey = colour @ _GREY
     cy, cx, radius = _locate_cells(colour)
     smooth = _blur(grey, BAND[1])  # also the embeddings' anti-aliasing (8 px cells)

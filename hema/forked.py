@@ -34,7 +34,9 @@ def fork_map(
 
 
 @contextlib.contextmanager
-def fork_imap(func: Callable[[Item], Result], items: Sequence[Item], num_proc: int | None = None) -> Iterator[Iterator[Result]]:
+def fork_imap(
+    func: Callable[[Item], Result], items: Sequence[Item], num_proc: int | None = None
+) -> Iterator[Iterator[Result]]:
     """An iterator of func(item) for the items, in order, as they are done: in up to `num_proc`
     forked processes (all cores by default; in this process when one is enough). `func` is
     inherited, not pickled (a closure will do); the processes end with the context."""

@@ -1,12 +1,12 @@
-"""Decoding cell images to RGB, and the per-image fingerprints the dataset publishes.
+"""Decoding cell images to RGB, storing them losslessly, and the per-image hashes the dataset publishes.
 
 Every stored image decodes to exactly the pixels whose SHA-256 is published. RGB files already in a
 compact format that PIL, torchvision.io.decode_image and browsers all read (JPEG, PNG, WebP) keep
 their original bytes; everything else (the scanners' uncompressed TIFF, and L, LA, P, RGBA, CMYK or
 16-bit images, converted to RGB first) is stored as PNG, written by fpng (Rich Geldreich's fast PNG
-encoder): 0.40x the TIFF's bytes in about 0.5 ms on real cells, where our own Up filter + ISA-L
-deflate took 0.8 ms for 0.38x, PIL's fastest PNG 4.9 ms for 0.40x and lossless WebP 3.3 ms for 0.30x
-(bench/image_format_bench.py, README); encoding is a large part of a build's time.
+encoder): 0.40x the TIFF's bytes on real cells in 40 % less time than our own Up-filter + ISA-L
+writer took for 0.38x, and 14x less than PIL's fastest PNG (bench/image_format_bench.py, README);
+encoding is a large part of a build's time.
 
 Decoding: a plain TIFF (uncompressed, interleaved 8-bit RGB, as MLL23's scanner writes them) is read
 straight from its strips in 0.01 ms; PIL's Python TIFF parser took 0.3 ms of the 0.35 ms it spent on
