@@ -16,6 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 from hema.splits import SPLITS
 
 SPLIT_COLOURS = {"train": "#4C72B0", "validation": "#DD8452", "test": "#55A868"}
+PAIR_CELL = 400  # largest side an image of a pair sheet is shown at (MLL23: 288, Matek19: 400)
+CAPTION_SIZE, TITLE_SIZE, LINE_GAP, MARGIN = 12, 15, 3, 12  # pair sheets' text sizes and spacing (px)
 
 
 def class_distribution(rows: Sequence[object], classes: Sequence[str], path: Path, title: str) -> None:
@@ -54,10 +56,11 @@ def image_pairs(
     0.2 s where a matplotlib figure took 0.55 s (a build draws it while its Parquet is written).
     """
     shown = [(_fit(a), _fit(b), caption.split(" | ")) for a, b, caption in list(pairs)[:max_pairs]]
-    small, large = ImageFont.load_default(size=12), ImageFont.load_default(size=15)
+    small, large = ImageFont.load_default(size=CAPTION_SIZE), ImageFont.load_default(size=TITLE_SIZE)
     cell_w = max(max(a.width, b.width) for a, b, _ in shown)
     cell_h = max(max(a.height, b.height) for a, b, _ in shown)
-    caption_h, title_h, gap = 2 * 15 + 6, 32, 12
+    caption_h = 2 * (CAPTION_SIZE + LINE_GAP) + 2 * LINE_GAP  # file name and class
+    title_h, gap = TITLE_SIZE + 2 * MARGIN, MARGIN
     width = 2 * cell_w + 3 * gap
     height = title_h + len(shown) * (caption_h + cell_h + gap) + gap
     sheet = Image.new("RGB", (width, height), "white")
@@ -68,13 +71,10 @@ def image_pairs(
         for column, (image, caption) in enumerate(zip((left_image, right_image), captions)):
             x = gap + column * (cell_w + gap)
             draw.multiline_text((x + cell_w // 2, top + 4), caption, fill="black", font=small, anchor="ma",
-                                align="center", spacing=3)
+                                align="center", spacing=LINE_GAP)
             sheet.paste(image, (x + (cell_w - image.width) // 2, top + caption_h))
         top += caption_h + cell_h + gap
     sheet.save(path, format="PNG", compress_level=1)  # fpng is faster here, but 1.9x larger
-
-
-PAIR_CELL = 400  # largest side an image of a pair sheet is shown at (MLL23: 288, Matek19: 400)
 
 
 def _fit(rgb: np.ndarray) -> Image.Image:
