@@ -6,15 +6,22 @@ fractions, versions, counts), conflicting_pairs.png when labels conflict and sha
 crops share a smear field.
 Everything is written into a locked scratch folder beside OUT first and swapped in only when
 complete (hema.atomic), so a failed or killed build leaves the previous OUT untouched, and the next
-build removes what a killed one left.
+build removes what a killed one left. OUT is replaced only when it is provably a build of this
+project (`not_a_build`); anything else that is not empty is refused.
+
+A reader of OUT during a rebuild sees the old build or the new one, each whole: the swap is one
+rename exchange (Linux; two renames elsewhere, between which OUT is briefly absent). A reader that
+lists the files first and opens them later (load_dataset reads the card, then the Parquet files)
+can find the files it listed gone if the swap falls in between: it fails, and a retry reads the new
+build; it never gets rows of two builds.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
-import multiprocessing
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,8 +36,11 @@ from hema.catalog import Catalog, CatalogRow, make_catalog
 from hema.dedup import DupPair
 from hema.fields import FieldPair
 from hema.errors import HemaError
-from hema.imaging import decode_rgb
+from hema.files import UnusableFile, printable, read_regular_file
+from hema.forked import in_background
+from hema.imaging import decode_rgb, read_image_file
 from hema.sample import SampleManifest
+from hema.scan import Scan
 from hema.shards import ConfigSplit, layout, write_shards
 from hema.source import Source
 from hema.splits import SPLITS
@@ -39,10 +49,18 @@ from hema.views import DEFAULT_CONFIG
 logger = logging.getLogger(__name__)
 
 BUILD_INFO = "build_info.json"
+CARD = "README.md"
+DATA = "data"
 REPORT_NAME = "dedup_report.csv"
+REPORT_COLUMNS = ("image_id_a", "label_a", "image_id_b", "label_b", "kind", "score", "shift_y", "shift_x", "transform")
 DISTRIBUTION_FIGURE = "class_distribution.png"
 CONFLICT_FIGURE = "conflicting_pairs.png"
 FIELD_FIGURE = "shared_fields.png"
+#: Everything a build writes at the top of OUT, beside the folder DATA of Parquet files.
+BUILD_FILES = frozenset({CARD, BUILD_INFO, REPORT_NAME, DISTRIBUTION_FIGURE, CONFLICT_FIGURE, FIELD_FIGURE})
+#: Keys (and their types) every build_info.json has held: how a build is told from a folder that imitates one.
+_INFO_KEYS = {"builder": str, "hema_version": str, "fingerprint": str, "configs": dict, "splits": dict}
+_MAX_INFO_BYTES = 1 << 20
 
 
 class LabelledImage(Protocol):
@@ -78,14 +96,39 @@ def check_output_dir(output_dir: Path, data_dir: Path) -> None:
     out, src = output_dir.resolve(), data_dir.resolve()
     if out == src or src.is_relative_to(out) or out.is_relative_to(src):
         raise HemaError(f"output folder {output_dir} must be outside the data folder {data_dir} and not contain it")
-    if out.is_file():
-        raise HemaError(f"output folder {output_dir} is a file")
-    if out.is_dir() and any(out.iterdir()) and not is_build(out):
-        raise HemaError(f"output folder {output_dir} is not empty and not a previous build: refusing to replace it")
+    check_replaceable(output_dir)
 
 
-def is_build(folder: Path) -> bool:
-    return (folder / "README.md").is_file() and (folder / "data").is_dir()
+def check_replaceable(output_dir: Path) -> None:
+    """HemaError unless `output_dir` is absent, empty, or provably a previous build."""
+    if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
+        raise HemaError(f"output folder {output_dir} is not a folder (a file or a link): refusing to replace it")
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        why = not_a_build(output_dir)
+        if why:
+            raise HemaError(f"output folder {output_dir} is not empty and not a previous build ({why}): refusing to replace it")
+
+
+def not_a_build(folder: Path) -> str | None:
+    """Why `folder` is not provably a build of hema-dataset, in a few words; None when it is one:
+    its build_info.json says so, and it holds nothing a build does not write."""
+    try:
+        info = json.loads(read_regular_file(folder / BUILD_INFO, _MAX_INFO_BYTES))
+    except (OSError, UnusableFile, ValueError):
+        return f"no readable {BUILD_INFO} of hema-dataset build"
+    if not isinstance(info, dict) or any(not isinstance(info.get(k), kind) for k, kind in _INFO_KEYS.items()):
+        return f"its {BUILD_INFO} is not one hema-dataset build writes"
+    strangers = [p.name for p in sorted(folder.iterdir()) if p.name not in BUILD_FILES | {DATA}]
+    data = folder / DATA
+    if data.is_symlink() or not data.is_dir():
+        strangers.append(DATA)
+    else:
+        strangers += [f"{DATA}/{p.name}" for p in sorted(data.iterdir())
+                      if p.suffix != ".parquet" or p.is_symlink() or not p.is_file()]
+    if strangers:
+        shown = ", ".join(printable(name) for name in strangers[:3]) + (", ..." if len(strangers) > 3 else "")
+        return f"it holds what a build does not write: {shown}"
+    return None
 
 
 def publish(
@@ -99,23 +142,35 @@ def publish(
 ) -> BuildSummary:
     """Catalog `config.data_dir` (in `source`'s layout) with the config's parameters, write shards and card, swap OUT in.
 
-    `builder_id` names the builder in build_info.json.
+    `builder_id` names the builder in build_info.json. A write that fails (disk full, read-only file
+    system) is one HemaError saying where and, for a full disk, how much room the build needs.
     """
     output_dir = Path(output_dir)
+    scan = source.scan(Path(config.data_dir))
+    try:
+        return _publish(scan, config, source, output_dir, builder_id, num_proc, synthetic)
+    except OSError as exc:
+        raise HemaError(_cannot_write(exc, output_dir, scan)) from None
+
+
+def _publish(
+    scan: Scan, config: CellImageConfig, source: Source, output_dir: Path, builder_id: str, num_proc: int | None,
+    synthetic: SampleManifest | None,
+) -> BuildSummary:
     info = source.info()
     with atomic.scratch_dir(output_dir) as scratch:
         spool = scratch / "spool"
         spool.mkdir()
-        catalog = make_catalog(Path(config.data_dir), config, source, num_proc=num_proc, spool=spool)
-        staging = scratch / "out"
+        catalog = make_catalog(scan, config, source, num_proc=num_proc, spool=spool)
+        staging = scratch / atomic.STAGING
         staging.mkdir()
         conflict_figure = CONFLICT_FIGURE if _conflicting_pairs(catalog) else None
         field_figure = FIELD_FIGURE if catalog.field_pairs else None
-        drawing = _draw_figures_in_background(catalog, source, staging, synthetic is not None)
-        try:
+        # The card's figures are drawn in a forked process while this one writes the Parquet files.
+        with in_background(_draw_figures, catalog, source, staging, synthetic is not None, config.limits) as drawn:
             fingerprint = catalog.fingerprint()
             started = time.perf_counter()
-            shards = write_shards(catalog.rows, spool, staging / "data", fingerprint, info.features, num_proc)
+            shards = write_shards(catalog.rows, spool, staging / DATA, fingerprint, info.features, num_proc)
             shutil.rmtree(spool)
             configs = layout(shards)
             logger.info("wrote %d rows into %d Parquet files in %.1f s", len(catalog.rows), len(shards),
@@ -127,15 +182,10 @@ def publish(
             card.render_card(
                 catalog, source, configs, info, duplicates, synthetic=synthetic,
                 conflict_figure=conflict_figure, field_figure=field_figure,
-            ).save(staging / "README.md")
-            drawing.join()
-        finally:  # a failed build stops its figure process too
-            if drawing.is_alive():
-                drawing.terminate()
-                drawing.join()
-        if drawing.exitcode != 0:
-            raise HemaError(f"drawing the build's figures failed (exit status {drawing.exitcode}; see above)")
-        atomic.replace_dir(staging, output_dir, scratch)
+            ).save(staging / CARD)
+            drawn()
+        check_replaceable(output_dir)  # still so: the folder may have changed while we built
+        atomic.replace_dir(scratch, output_dir)
     return BuildSummary(
         output_dir=output_dir,
         config_rows=provenance["configs"],
@@ -143,6 +193,29 @@ def publish(
         skipped=len(catalog.skipped),
         synthetic=synthetic is not None,
     )
+
+
+def _cannot_write(exc: OSError, output_dir: Path, scan: Scan) -> str:
+    """One line for a failed write: where, why, and for a full disk how much room a build takes."""
+    where = _existing(output_dir.parent.resolve())
+    if exc.errno == errno.ENOSPC:
+        needed = 2 * scan.source_bytes  # at most: stored images (<= the sources) in a spool, then in Parquet
+        return (f"no space left on the device of {where} while building {output_dir}: a build of these "
+                f"{len(scan.entries):,} images needs up to {_size(needed)} free there "
+                f"(twice the {_size(scan.source_bytes)} of source files); {_size(shutil.disk_usage(where).free)} are free")
+    if exc.errno == errno.EROFS:
+        return f"cannot build {output_dir}: {where} is on a read-only file system"
+    return f"cannot build {output_dir}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
 
 
 def build_info(
@@ -176,22 +249,46 @@ def build_info(
 
 def read_build_info(folder: Path) -> dict:
     """The provenance of a built folder, or HemaError when `folder` is not one."""
-    path = Path(folder) / BUILD_INFO
-    if not is_build(Path(folder)) or not path.is_file():
-        raise HemaError(f"{folder} is not a dataset folder made by `hema-dataset build` (no {BUILD_INFO})")
-    return json.loads(path.read_text())
+    why = not_a_build(Path(folder))
+    if why:
+        raise HemaError(f"{folder} is not a dataset folder made by `hema-dataset build` ({why})")
+    return json.loads((Path(folder) / BUILD_INFO).read_text())
 
 
-def set_repo_id(folder: Path, repo_id: str) -> None:
-    """Point the card's loading snippets at `repo_id` (the card is rendered before anyone knows it)."""
+def push_build(folder: Path, repo_id: str, *, token: str, private: bool = False, revision: str | None = None) -> str:
+    """Upload a built folder to the Hub as one commit, its card's loading snippets naming `repo_id`;
+    returns the URL. The repo id and token are checked first, and OUT changes only once the Hub
+    holds the commit: its card and build_info.json then name the repository too."""
+    from hema import hub
+
+    folder = Path(folder)
     info = read_build_info(folder)
-    readme = Path(folder) / "README.md"
-    previous = info.get("repo_id", card.placeholder_repo_id(info.get("source", "mll23")))
-    text = readme.read_text()
-    for quoted in ('"{}"', "hf://datasets/{}/"):  # the snippets name the repo in these two ways only
-        text = text.replace(quoted.format(previous), quoted.format(repo_id))
-    atomic.write_text(readme, text)
-    atomic.write_text(Path(folder) / BUILD_INFO, json.dumps({**info, "repo_id": repo_id}, indent=2) + "\n")
+    hub.check_write_access(repo_id, token, repo_type="dataset")
+    readme = card.with_repo_id((folder / CARD).read_text(), info.get("repo_id", card.placeholder_repo_id(info["source"])),
+                               repo_id)
+    provenance = json.dumps({**info, "repo_id": repo_id}, indent=2) + "\n"
+    with atomic.scratch_dir(folder) as scratch:
+        view = scratch / atomic.STAGING  # what is uploaded: OUT's files, linked, with the two above rewritten
+        _link_tree(folder, view)
+        for name, text in ((CARD, readme), (BUILD_INFO, provenance)):
+            (view / name).unlink()
+            (view / name).write_text(text)
+        url = hub.push_folder(view, repo_id, repo_type="dataset", token=token, private=private, revision=revision,
+                              commit_message=commit_message(info))
+    atomic.write_text(folder / CARD, readme)
+    atomic.write_text(folder / BUILD_INFO, provenance)
+    return url
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """`target` holding the files of `source`, hard-linked (atomic.link_or_copy)."""
+    for path in sorted(source.rglob("*")):
+        linked = target / path.relative_to(source)
+        if path.is_dir():
+            linked.mkdir(parents=True, exist_ok=True)
+        else:
+            linked.parent.mkdir(parents=True, exist_ok=True)
+            atomic.link_or_copy(path, linked)
 
 
 def commit_message(info: dict) -> str:
@@ -209,9 +306,9 @@ def write_dedup_report(
     """One row per confirmed pair (indices into `images`): ids, labels, kind (exact, near or
     shared_field: two crops of one smear field), score, shift, transform."""
     rows = images
-    with open(path, "w", newline="") as f:
+    with atomic.replacing(path) as partial, open(partial, "w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["image_id_a", "label_a", "image_id_b", "label_b", "kind", "score", "shift_y", "shift_x", "transform"])
+        out.writerow(REPORT_COLUMNS)
         for p in pairs:
             a, b = rows[p.a], rows[p.b]
             out.writerow([a.image_id, a.cell_class, b.image_id, b.cell_class, p.kind, f"{p.score:.4f}", *p.shift, p.transform])
@@ -221,41 +318,41 @@ def write_dedup_report(
                           *p.shift, "identity"])
 
 
+def is_dedup_report(path: Path) -> bool:
+    """Whether `path` is a report write_dedup_report wrote (so that writing it again loses nothing)."""
+    try:
+        first = read_regular_file(path, 1 << 30).split(b"\n", 1)[0].decode().strip()
+    except (OSError, UnusableFile, UnicodeDecodeError):
+        return False
+    return first == ",".join(REPORT_COLUMNS)
+
+
 def _conflicting_pairs(catalog: Catalog) -> list[DupPair]:
     return [p for p in catalog.pairs if catalog.rows[p.a].label != catalog.rows[p.b].label]
 
 
-def _draw_figures_in_background(
-    catalog: Catalog, source: Source, folder: Path, synthetic: bool
-) -> multiprocessing.process.BaseProcess:
-    """Draw the card's figures into `folder` in a forked process, while this one writes Parquet."""
-    drawing = multiprocessing.get_context("fork").Process(target=_draw_figures, args=(catalog, source, folder, synthetic))
-    drawing.start()
-    return drawing
-
-
-def _draw_figures(catalog: Catalog, source: Source, folder: Path, synthetic: bool) -> None:
+def _draw_figures(catalog: Catalog, source: Source, folder: Path, synthetic: bool, limits) -> None:
     figures.class_distribution(
         catalog.rows, source.classes, folder / DISTRIBUTION_FIGURE,
         f"{source.title} images per class and split" + (" (SYNTHETIC sample)" if synthetic else ""),
     )
     conflicts = _conflicting_pairs(catalog)
     if conflicts:  # side by side with both labels
-        figures.image_pairs(_side_by_side(catalog.rows, conflicts[:8]), folder / CONFLICT_FIGURE,
+        figures.image_pairs(_side_by_side(catalog.rows, conflicts[:8], limits), folder / CONFLICT_FIGURE,
                             f"Duplicates with conflicting labels ({len(conflicts)} pairs)")
     if catalog.field_pairs:  # one pair from each of a few field groups
         by_group = {catalog.rows[p.a].field_group: p for p in reversed(catalog.field_pairs)}
-        figures.image_pairs(_side_by_side(catalog.rows, list(by_group.values())[:6]), folder / FIELD_FIGURE,
+        figures.image_pairs(_side_by_side(catalog.rows, list(by_group.values())[:6], limits), folder / FIELD_FIGURE,
                             f"Crops of one smear field ({len(catalog.field_pairs)} pairs)")
 
 
-def _side_by_side(rows: Sequence[CatalogRow], pairs: Sequence[DupPair | FieldPair]) -> list:
+def _side_by_side(rows: Sequence[CatalogRow], pairs: Sequence[DupPair | FieldPair], limits) -> list:
     """(image a, image b, "file name and class | file name and class") for figures.image_pairs."""
     return [
         (
-            decode_rgb(rows[p.a].path.read_bytes()).rgb,
-            decode_rgb(rows[p.b].path.read_bytes()).rgb,
-            " | ".join(f"{r.path.name}\n{r.cell_class}" for r in (rows[p.a], rows[p.b])),
+            decode_rgb(read_image_file(rows[p.a].path, limits), limits).rgb,
+            decode_rgb(read_image_file(rows[p.b].path, limits), limits).rgb,
+            " | ".join(f"{printable(r.path.name)}\n{r.cell_class}" for r in (rows[p.a], rows[p.b])),
         )
         for p in pairs
     ]

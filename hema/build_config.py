@@ -10,6 +10,8 @@ import dataclasses
 
 import datasets
 
+from hema.errors import HemaError
+from hema.imaging import MAX_FILE_MB, MAX_MEGAPIXELS, ImageLimits
 from hema.splits import check_fractions
 
 
@@ -21,10 +23,20 @@ class CellImageConfig(datasets.BuilderConfig):
     val_size: float = dataclasses.field(default=0.15, metadata={"help": "share of the images in validation"})
     test_size: float = dataclasses.field(default=0.15, metadata={"help": "share of the images in test"})
     strict: bool = dataclasses.field(default=False, metadata={"help": "unusable image files are an error, not a logged skip"})
+    max_megapixels: float = dataclasses.field(
+        default=MAX_MEGAPIXELS, metadata={"help": "an image whose header declares more pixels is skipped, undecoded"})
+    max_file_mb: float = dataclasses.field(
+        default=MAX_FILE_MB, metadata={"help": "a larger file is skipped, unread"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_fractions(self.val_size, self.test_size)
+        if self.max_megapixels <= 0 or self.max_file_mb <= 0:
+            raise HemaError("max_megapixels and max_file_mb must be positive")
+
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(self.max_megapixels, self.max_file_mb)
 
 
 #: The fields of CellImageConfig that are build parameters (not datasets' own BuilderConfig fields).

@@ -17,7 +17,8 @@ from hema.build import BuildSummary, check_output_dir, publish
 from hema.build_config import CellImageConfig
 from hema.catalog import CatalogRow, make_catalog
 from hema.errors import HemaError
-from hema.imaging import decode_rgb, stored_bytes
+from hema.files import UnusableFile
+from hema.imaging import decode_rgb, read_image_file, stored_bytes
 from hema.sample import read_manifest
 from hema.source import Source
 from hema.splits import SPLITS
@@ -55,7 +56,7 @@ class CellImageBuilder(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         data_dir = Path(self.config.data_dir) if self.config.data_dir else self.raw_data_dir(dl_manager)
-        catalog = make_catalog(data_dir, self.config, self.SOURCE)
+        catalog = make_catalog(self.SOURCE.scan(data_dir), self.config, self.SOURCE)
         view = VIEWS[self.config.name]
         return [
             datasets.SplitGenerator(
@@ -65,12 +66,14 @@ class CellImageBuilder(datasets.GeneratorBasedBuilder):
         ]
 
     def _generate_examples(self, rows: list[CatalogRow]):
+        limits = self.config.limits
         for row in rows:
             try:
-                data = row.path.read_bytes()
-            except OSError as exc:
-                raise HemaError(f"{row.image_id} vanished or became unreadable during the build ({exc.strerror})") from None
-            yield row.image_id, schema.example(row, stored_bytes(data, decode_rgb(data)))
+                data = read_image_file(row.path, limits)
+                decoded = decode_rgb(data, limits)
+            except (OSError, UnusableFile) as exc:
+                raise HemaError(f"{row.image_id} changed or became unreadable during the build ({exc})") from None
+            yield row.image_id, schema.example(row, stored_bytes(data, decoded))
 
     @classmethod
     def build_folder(

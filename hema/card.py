@@ -31,8 +31,16 @@ _SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K
 
 
 def placeholder_repo_id(source_name: str) -> str:
-    """What the card's snippets load until `push` names the real repository (hema.build.set_repo_id)."""
+    """What the card's snippets load until `push` names the real repository (with_repo_id)."""
     return f"ORG/{source_name}"
+
+
+def with_repo_id(card_text: str, previous: str, repo_id: str) -> str:
+    """The card's loading snippets pointed from `previous` at `repo_id` (the card is rendered before
+    anyone knows where it will be pushed)."""
+    for quoted in ('"{}"', "hf://datasets/{}/"):  # the snippets name the repo in these two ways only
+        card_text = card_text.replace(quoted.format(previous), quoted.format(repo_id))
+    return card_text
 
 
 def size_category(n: int) -> str:

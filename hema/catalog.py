@@ -29,20 +29,15 @@ from hema.build_config import CellImageConfig
 from hema.errors import HemaError
 from hema.fingerprints import BATCH, Fingerprint, fingerprint_batch
 from hema.forked import fork_imap
-from hema.imaging import BadImageError, decode_rgb, phash_hex, stored_bytes, stored_name
-from hema.scan import ImageEntry
+from hema.files import UnusableFile, printable
+from hema.imaging import ImageLimits, decode_rgb, phash_hex, read_image_file, stored_bytes, stored_name
+from hema.scan import ImageEntry, Scan, SkippedFile
 from hema.source import Source, harmonised_id
 from hema.splits import SPLITS, assign_splits
 
 logger = logging.getLogger(__name__)
 
 CATALOG_VERSION = 5  # bump when what a row means changes: it is part of the build fingerprint
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    image_id: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -107,16 +102,18 @@ def _spool(folder: Path, data: bytes) -> StoredAt:
     return Path(out.name).name, offset, len(data)
 
 
-def _decode_batch(paths: Sequence[Path], spool: Path | None) -> list[tuple[str, StoredAt | None, Fingerprint] | str]:
+def _decode_batch(
+    paths: Sequence[Path], spool: Path | None, limits: ImageLimits
+) -> list[tuple[str, StoredAt | None, Fingerprint] | str]:
     """Worker: decode files (spooling their stored bytes) and fingerprint them together; per file, its
     stored name, where its stored bytes are and its fingerprint, or a string: why it cannot be used."""
     results: list[tuple[str, StoredAt | None] | str] = []
     images = []
     for path in paths:
         try:
-            data = path.read_bytes()
-            decoded = decode_rgb(data)
-        except BadImageError as exc:
+            data = read_image_file(path, limits)
+            decoded = decode_rgb(data, limits)
+        except UnusableFile as exc:
             results.append(str(exc))
             continue
         except OSError as exc:
@@ -144,34 +141,38 @@ READ_AHEAD = 256  # files the kernel is asked to start reading before the worker
 
 
 def _read_ahead(path: Path) -> None:
-    """Have the kernel read `path` in the background, so no worker waits for the disk (Linux)."""
+    """Have the kernel read `path` in the background, so no worker waits for the disk (Linux).
+    Opened without blocking: a file that became a FIFO since the scan must not stop the build."""
     if not hasattr(os, "posix_fadvise"):
         return
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return  # the worker reports what is wrong with it
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass  # not a regular file: the worker says so
     finally:
         os.close(fd)
 
 
 def decode_entries(
-    entries: list[ImageEntry], *, num_proc: int | None, strict: bool, spool: Path | None = None
+    entries: list[ImageEntry], *, num_proc: int | None, spool: Path | None = None, limits: ImageLimits = ImageLimits()
 ) -> DecodedFolder:
     """Decode every entry once (in `num_proc` processes, all cores by default), with a progress bar.
 
     With `spool` (a folder), the workers write each usable image's stored bytes into spool files
-    there themselves (see `stored_at`): the bytes never pass through this process.
-    Unusable files are logged and skipped, or with `strict` raise HemaError naming them.
+    there themselves (see `stored_at`): the bytes never pass through this process. A file that is
+    over `limits` is skipped unread or undecoded; unusable files are logged and listed in `skipped`.
     """
     paths = [e.path for e in entries]
     batches = [paths[s : s + BATCH] for s in range(0, len(paths), BATCH)]  # a task: fingerprinted together
     decoded = DecodedFolder([], [], [], [], [])
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: _spool_files.pop(spool).close() if spool in _spool_files else None)  # in-process
-        results = stack.enter_context(fork_imap(functools.partial(_decode_batch, spool=spool), batches, num_proc))
+        task = functools.partial(_decode_batch, spool=spool, limits=limits)
+        results = stack.enter_context(fork_imap(task, batches, num_proc))
         progress = stack.enter_context(tqdm(total=len(paths), desc="Decoding images", unit=" images"))
         for path in paths[:READ_AHEAD]:
             _read_ahead(path)
@@ -181,7 +182,7 @@ def decode_entries(
                 _read_ahead(path)
             for entry, result in zip(entries[done : done + len(batch)], batch):
                 if isinstance(result, str):
-                    decoded.skipped.append(SkippedFile(entry.image_id, result))
+                    decoded.skipped.append(SkippedFile(printable(entry.image_id), printable(result)))
                     continue
                 name, at, fingerprint = result
                 decoded.entries.append(entry)
@@ -190,29 +191,36 @@ def decode_entries(
                 decoded.prints.append(fingerprint)
             done += len(batch)
             progress.update(len(batch))
-    if decoded.skipped and strict:
-        listed = "; ".join(f"{s.image_id}: {s.reason}" for s in decoded.skipped[:5])
-        more = f" and {len(decoded.skipped) - 5} more" if len(decoded.skipped) > 5 else ""
-        raise HemaError(f"strict build: {len(decoded.skipped)} unusable file(s): {listed}{more}")
     for s in decoded.skipped:
         logger.warning("skipping %s: %s", s.image_id, s.reason)
     return decoded
 
 
-def make_catalog(
-    data_dir: Path, config: CellImageConfig, source: Source, *, num_proc: int | None = None, spool: Path | None = None
-) -> Catalog:
-    """Scan (in `source`'s layout), decode, deduplicate and split a raw folder with `config`'s parameters.
+def check_strict(skipped: Sequence[SkippedFile]) -> None:
+    """--strict: any file found and not used is an error, named (the first five)."""
+    if skipped:
+        listed = "; ".join(f"{s.image_id}: {s.reason}" for s in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        raise HemaError(f"strict build: {len(skipped)} unusable file(s): {listed}{more}")
 
-    Bad input raises HemaError.
+
+def make_catalog(
+    scan: Scan, config: CellImageConfig, source: Source, *, num_proc: int | None = None, spool: Path | None = None
+) -> Catalog:
+    """Decode, deduplicate and split the images of `scan` (of a raw folder in `source`'s layout) with
+    `config`'s parameters. Bad input raises HemaError.
 
     With `spool` (a folder), the stored bytes of every image are written there (CatalogRow.stored_at).
     """
+    if config.strict:
+        check_strict(scan.skipped)
     started = time.perf_counter()
-    scan = source.scan(Path(data_dir))
-    decoded = decode_entries(scan.entries, num_proc=num_proc, strict=config.strict, spool=spool)
+    decoded = decode_entries(scan.entries, num_proc=num_proc, spool=spool, limits=config.limits)
+    skipped = scan.skipped + decoded.skipped
+    if config.strict:
+        check_strict(skipped)
     if not decoded.entries:
-        raise HemaError(f"no decodable images under {data_dir}")
+        raise HemaError(f"no decodable images under {config.data_dir}")
     logger.info("decoded %d images in %.1f s", len(decoded.entries), time.perf_counter() - started)
     started = time.perf_counter()
     labels = np.array([source.class_id(e.cell_class) for e in decoded.entries])
@@ -260,7 +268,7 @@ def make_catalog(
         rows=rows,
         pairs=found.pairs,
         field_pairs=shared.pairs,
-        skipped=decoded.skipped,
+        skipped=skipped,
         missing_classes=scan.missing_classes,
         seed=config.seed,
         val_size=config.val_size,

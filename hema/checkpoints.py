@@ -58,9 +58,28 @@ def save(accelerator, out: Path, state: dict, best_weights: dict[str, torch.Tens
     accelerator.wait_for_everyone()
 
 
-def load(accelerator, checkpoint: Path) -> tuple[dict, dict[str, torch.Tensor] | None]:
-    """Restore Accelerate's state from `checkpoint`; return the run's state and best weights."""
-    accelerator.load_state(str(checkpoint))
-    state = json.loads((checkpoint / TRAINER_STATE).read_text())
-    best = checkpoint / BEST_WEIGHTS
-    return state, load_file(str(best)) if best.is_file() else None
+def load(accelerator, checkpoint: Path, expected: dict) -> tuple[dict, dict[str, torch.Tensor] | None]:
+    """Restore Accelerate's state from `checkpoint`; return the run's state and best weights.
+
+    `expected` holds what the checkpoint must have been made with (image size, class names): a
+    checkpoint of another run, or a corrupt one, is one HemaError, not a traceback half way in.
+    """
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE).read_text())
+    except (OSError, ValueError) as exc:
+        raise HemaError(f"checkpoint {checkpoint}: {TRAINER_STATE} is unreadable ({exc})") from None
+    for key, value in expected.items():
+        if key in state and state[key] != value:
+            raise HemaError(f"checkpoint {checkpoint} was made with {key} {_shown(state[key])}, this run has "
+                            f"{_shown(value)}: resume with the same options, or start afresh in another folder")
+    try:
+        accelerator.load_state(str(checkpoint))
+        best = checkpoint / BEST_WEIGHTS
+        return state, load_file(str(best)) if best.is_file() else None
+    except Exception as exc:  # noqa: BLE001 - corrupt or foreign files: torch, safetensors and pickle fail in many ways
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise HemaError(f"checkpoint {checkpoint} cannot be resumed from: it is corrupt or from another model ({first})") from None
+
+
+def _shown(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

@@ -145,7 +145,8 @@ def plan_extraction(infos: Iterable[zipfile.ZipInfo], top: str | None, zip_name:
     for info in infos:
         name = info.filename.replace("\\", "/")
         path = PurePosixPath(name)
-        if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in path.parts or _is_symlink(info):
+        drive = any(len(part) > 1 and part[1] == ":" for part in path.parts)  # C:, D:x: a drive on Windows
+        if name.startswith("/") or drive or ".." in path.parts or _is_symlink(info):
             raise HemaError(f"{zip_name}: refusing to extract unsafe entry {info.filename!r} (absolute path, '..' or link)")
         if info.is_dir() or not path.parts:
             continue
@@ -160,6 +161,11 @@ def plan_extraction(infos: Iterable[zipfile.ZipInfo], top: str | None, zip_name:
         raise HemaError(f"{zip_name}: the archive holds no cell images")
     if len(set(relpaths)) != len(relpaths):
         raise HemaError(f"{zip_name}: the archive holds the same file name twice")
+    files = set(relpaths)
+    for relpath in relpaths:
+        folder = next((str(parent) for parent in PurePosixPath(relpath).parents if str(parent) in files), None)
+        if folder is not None:
+            raise HemaError(f"{zip_name}: the archive holds {folder!r} both as a file and as a folder (of {relpath!r})")
     return [(info, str(p)) for info, p in kept]
 
 
@@ -247,18 +253,22 @@ def _download_attempt(file: RecordFile, part: Path) -> None:
         with part.open("ab" if resumed else "wb") as out, tqdm(
             total=file.size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=file.key, leave=False
         ) as bar:
-            try:
-                while chunk := response.read(_CHUNK_BYTES):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            except (OSError, http.client.HTTPException) as err:
-                raise _TransientError(f"connection lost during {file.key} ({_reason(err)})") from None
+            while chunk := _read_chunk(response, file.key):
+                out.write(chunk)  # a failed write (disk full) is not the network's: not retried
+                bar.update(len(chunk))
     received = part.stat().st_size
     if received < file.size:
         raise _TransientError(f"connection closed after {received} of {file.size} bytes of {file.key}")
     if received > file.size:
         part.unlink()
         raise _TransientError(f"{file.key} is larger than the record says; restarting from zero")
+
+
+def _read_chunk(response: http.client.HTTPResponse, key: str) -> bytes:
+    try:
+        return response.read(_CHUNK_BYTES)
+    except (OSError, http.client.HTTPException) as err:
+        raise _TransientError(f"connection lost during {key} ({_reason(err)})") from None
 
 
 def _file_digest(path: Path, algo: str) -> str:
@@ -332,6 +342,9 @@ def extract_zip(zip_path: Path, top: str | None, destination: Path, work_dir: Pa
                     os.replace(staging / relpath, target)
         except zipfile.BadZipFile as err:
             raise HemaError(f"{zip_path.name} is corrupt ({err}); nothing was extracted") from None
+        except OSError as err:  # a disk full or read-only, or a destination path taken by a folder
+            raise HemaError(f"cannot extract {zip_path.name} into {destination}: {err.strerror or err}"
+                            + (f" ({err.filename})" if err.filename else "")) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return sorted(relpath for _, relpath in plan)
@@ -400,6 +413,17 @@ def _fetch_zips(
     sleep: Callable[[float], None],
 ) -> None:
     """Download, verify and extract each (file, top folder to drop, destination), skipping those already done."""
+    try:
+        _fetch_zips_into(output_dir, record, zips, retries, sleep)
+    except OSError as err:  # writing: a disk full, a read-only or unwritable folder
+        raise HemaError(f"cannot write the download into {output_dir}: {err.strerror or err}"
+                        + (f" ({err.filename})" if err.filename else "")) from None
+
+
+def _fetch_zips_into(
+    output_dir: Path, record: str, zips: list[tuple[RecordFile, str | None, Path]], retries: int,
+    sleep: Callable[[float], None],
+) -> None:
     work_dir = output_dir / WORK_DIR_NAME
     work_dir.mkdir(parents=True, exist_ok=True)
     done = _read_marker(output_dir, record)

@@ -209,10 +209,15 @@ def describe(result: dict) -> str:
     return "\n".join(lines)
 
 
+def figure_names(evaluation: dict) -> tuple[str, str]:
+    """The file names of an evaluation's confusion matrix and reliability diagram."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{evaluation['dataset']}-{evaluation['config']}-{evaluation['split']}").strip("-")
+    return f"confusion_matrix_{slug}.png", f"reliability_{slug}.png"
+
+
 def write_figures(folder: Path, evaluation: dict) -> tuple[str, str]:
     """The evaluation's confusion matrix and reliability diagram in `folder`; their file names."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{evaluation['dataset']}-{evaluation['config']}-{evaluation['split']}").strip("-")
-    confusion, diagram = f"confusion_matrix_{slug}.png", f"reliability_{slug}.png"
+    confusion, diagram = figure_names(evaluation)
     names = [row["class"] for row in evaluation["per_class"]]
     figures.confusion_matrix(evaluation["confusion_matrix"], names, folder / confusion,
                              title=f"Confusion matrix: {evaluation['dataset_name']} ({evaluation['split']})")

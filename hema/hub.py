@@ -9,6 +9,7 @@ stand-in by setting that variable before the import.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,9 @@ def _hub_errors(action: str, endpoint: str) -> Iterator[None]:
             raise HemaError(f"{action}: the token may not write there (403 Forbidden)") from None
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
         raise HemaError(f"{action}: {' '.join(lines[:2])}") from None  # status, then what was not found
+    except json.JSONDecodeError:
+        raise HemaError(f"{action}: the server at {endpoint} answered with something that is not the Hub's JSON; "
+                        "is HF_ENDPOINT the address of a Hugging Face Hub?") from None
     except ValueError as err:
         if not isinstance(err.__cause__, HfHubHTTPError):  # only the Hub refusing the card's metadata
             raise

@@ -11,6 +11,11 @@ encoding is a large part of a build's time.
 Decoding: a plain TIFF (uncompressed, interleaved 8-bit RGB, as MLL23's scanner writes them) is read
 straight from its strips in 0.01 ms; PIL's Python TIFF parser took 0.3 ms of the 0.35 ms it spent on
 one. Every other file, and any TIFF this reader is unsure of, goes to PIL.
+
+One file never takes unbounded memory: `read_image_file` reads regular files only (a FIFO or a device
+would block or never end), up to a byte limit checked before reading, and `decode_rgb` refuses an
+image whose header declares more pixels than its limit before any pixel is decoded (a 2.6 MB PNG can
+declare 30000 x 30000 pixels: 2.7 GB as RGB).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import functools
 import hashlib
 import io
 import math
+import os
 import struct
 import warnings
 from dataclasses import dataclass
@@ -28,18 +34,20 @@ import numpy as np
 import scipy.fft
 from PIL import Image, UnidentifiedImageError
 
-# Scanner exports are large TIFFs; real cells never come near this, but do not let PIL refuse them.
-Image.MAX_IMAGE_PIXELS = None
+from hema.files import UnusableFile, read_regular_file
+
+#: Defaults of the per-image limits: cells are far below both (MLL23: 0.08 megapixels, 249 KB a TIFF).
+MAX_MEGAPIXELS = 100.0
+MAX_FILE_MB = 256.0
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 #: Formats published as they are (when RGB): compact, and decoded by PIL, torchvision and browsers.
 KEPT_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
-STORED_FORMAT = "PNG"  # what every other image is re-encoded to, losslessly
 STORED_SUFFIX = ".png"
 
 
-class BadImageError(ValueError):
-    """A file that is not a decodable image (empty, truncated or another format)."""
+class BadImageError(UnusableFile):
+    """A file that is not a decodable image (empty, truncated, too many pixels or another format)."""
 
 
 @dataclass(frozen=True)
@@ -48,25 +56,58 @@ class DecodedImage:
     keep_bytes: bool  # the original file is RGB in a KEPT_FORMATS format: published as is
 
 
-def decode_rgb(data: bytes) -> DecodedImage:
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one image file may take: its bytes, and the pixels its header declares."""
+
+    max_megapixels: float = MAX_MEGAPIXELS
+    max_file_mb: float = MAX_FILE_MB
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1e6)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_file_mb * 1e6)
+
+
+def read_image_file(path: os.PathLike | str, limits: ImageLimits = ImageLimits()) -> bytes:
+    """The bytes of an image file within `limits.max_bytes` (files.read_regular_file: regular files
+    only, opened without blocking, the size checked before reading)."""
+    return read_regular_file(path, limits.max_bytes)
+
+
+def decode_rgb(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedImage:
     """Decode image bytes to RGB uint8, or raise BadImageError saying why in a few words."""
     if not data:
         raise BadImageError("empty file")
-    plain = _plain_tiff_rgb(data)
+    plain = _plain_tiff_rgb(data, limits)
     if plain is not None:
         return DecodedImage(rgb=plain, keep_bytes=False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd TIFF tags; the pixels are what matter
             with Image.open(io.BytesIO(data)) as im:
+                _check_pixels(im.size, limits)  # from the header: nothing decoded yet
                 im.load()
                 mode, fmt = im.mode, im.format
                 rgb = _to_rgb(im)
+    except BadImageError:
+        raise
     except UnidentifiedImageError:
         raise BadImageError("not an image") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncation and corruption so
-        raise BadImageError(f"unreadable image ({exc})") from None
+    except Image.DecompressionBombError as exc:  # past twice PIL's own limit (Image.MAX_IMAGE_PIXELS): PIL checks first
+        raise BadImageError(f"too many pixels (PIL: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - hostile bytes: PIL's decoders fail in many ways, all "unreadable"
+        raise BadImageError(f"unreadable image ({type(exc).__name__}: {exc})") from None
     return DecodedImage(rgb=np.ascontiguousarray(rgb), keep_bytes=mode == "RGB" and fmt in KEPT_FORMATS)
+
+
+def _check_pixels(size: tuple[int, int], limits: ImageLimits) -> None:
+    width, height = size
+    if width * height > limits.max_pixels:
+        raise BadImageError(f"{width} x {height} pixels, over the limit of {limits.max_megapixels:g} megapixels")
 
 
 # Baseline TIFF tags (TIFF 6.0, section 8), and the values that make a file plain: interleaved,
@@ -76,7 +117,7 @@ _PLAIN = {258: (8, 8, 8), 259: (1,), 262: (2,), 277: (3,)}  # bits, compression,
 _TIFF_TYPES = {3: "H", 4: "I"}  # SHORT, LONG: the only types these tags take
 
 
-def _plain_tiff_rgb(data: bytes) -> np.ndarray | None:
+def _plain_tiff_rgb(data: bytes, limits: ImageLimits) -> np.ndarray | None:
     """The pixels of a plain TIFF, a read-only view of `data`'s strips; None for any other file (PIL
     decodes those)."""
     order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
@@ -92,6 +133,7 @@ def _plain_tiff_rgb(data: bytes) -> np.ndarray | None:
         return None
     if width <= 0 or height <= 0:
         return None
+    _check_pixels((width, height), limits)
     rows = min(tags.get(_ROWS_PER_STRIP, (height,))[0], height)
     if rows <= 0:
         return None

@@ -120,10 +120,10 @@ def domain_shift_section(base: dict, evaluations: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def update_evaluations(card_path: Path, base: dict, evaluations: list[dict], base_results: list[EvalResult]) -> None:
-    """Rewrite an existing model card's domain-shift section and model-index for `evaluations`."""
-    from hema import atomic
-
+def update_evaluations(card_path: Path, target: Path, base: dict, evaluations: list[dict],
+                       base_results: list[EvalResult]) -> None:
+    """Write to `target` the model card `card_path` with its domain-shift section and model-index
+    rewritten for `evaluations`."""
     card = ModelCard.load(card_path)
     text = str(card)
     start, end = text.find(SHIFT_BEGIN), text.find(SHIFT_END)
@@ -135,7 +135,7 @@ def update_evaluations(card_path: Path, base: dict, evaluations: list[dict], bas
     body = text[text.index("---", 3) + 3 :]
     start, end = body.find(SHIFT_BEGIN), body.find(SHIFT_END) + len(SHIFT_END)
     body = body[:start] + domain_shift_section(base, evaluations) + body[end:]
-    atomic.write_text(card_path, f"---\n{card.data.to_yaml()}\n---{body}")
+    Path(target).write_text(f"---\n{card.data.to_yaml()}\n---{body}")
 
 
 def _variant(evaluation: dict, name: str) -> str:

@@ -31,11 +31,13 @@ from scipy import ndimage
 from hema import atomic
 from hema.cache import cache_root
 from hema.errors import HemaError
+from hema.files import UnusableFile, is_inside, read_regular_file, real_root
 from hema.taxonomy import CELL_CLASSES
 
 SIDE = 288  # MLL23 image side in pixels
 PX_PER_UM = 11.52  # MLL23 scale: a 25 µm field
 MARKER = ".hema_sample.json"  # hidden, so the builder's folder scan ignores it
+_MAX_MARKER_BYTES = 64 << 20
 GENERATOR = "hema.sample"
 VERSION = 1  # bump when the painting changes: cached samples are keyed by it
 
@@ -129,12 +131,12 @@ def image_id(cell_class: str, index: int) -> str:
 def read_manifest(data_dir: Path) -> SampleManifest | None:
     """The sample marker of a data folder, or None for real data (no marker)."""
     path = Path(data_dir) / MARKER
-    if not path.is_file():
+    if not path.is_file() or not is_inside(path, real_root(data_dir)):
         return None
     try:
-        return SampleManifest.from_json(path.read_text(encoding="utf-8"))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise HemaError(f"{path} is not a valid hema sample marker ({exc!r})") from None
+        return SampleManifest.from_json(read_regular_file(path, _MAX_MARKER_BYTES).decode("utf-8"))
+    except (OSError, UnusableFile, ValueError, KeyError, TypeError) as exc:
+        raise HemaError(f"{path} is not a valid hema sample marker ({type(exc).__name__}: {exc})") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -876,30 +878,49 @@ def draw_sample(
     """Draw the synthetic MLL23 sample into `output_dir` (atomically) and return its manifest.
 
     Same (per_class, seed), same bytes (with the same Pillow, numpy and scipy); planted copies
-    replace drawn images, so each of the 18 class folders holds exactly `per_class` TIFs.
+    replace drawn images, so each of the 18 class folders holds exactly `per_class` TIFs. A folder
+    that is not empty is replaced only with `overwrite`, and only when it holds a sample (its marker):
+    hema replaces nothing it cannot tell is its own.
     """
     output_dir = Path(output_dir)
+    if _non_empty(output_dir) and not overwrite:
+        raise HemaError(f"{output_dir} is not empty; choose another folder or overwrite it")
+    return _draw(output_dir, per_class, seed, replace=_own_sample)
+
+
+def _own_sample(folder: Path) -> bool:
+    try:
+        return read_manifest(folder) is not None
+    except HemaError:
+        return False
+
+
+def _draw(output_dir: Path, per_class: int, seed: int, replace: Callable[[Path], bool]) -> SampleManifest:
+    """Draw into `output_dir`, which may be replaced when it is empty or `replace` says so."""
     if per_class < 2:
         raise HemaError(f"per-class must be at least 2 (duplicates are planted in pairs), got {per_class}")
-    if output_dir.exists() and not output_dir.is_dir():
+    if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
         raise HemaError(f"{output_dir} exists and is not a folder")
-    if not overwrite and _non_empty(output_dir):
-        raise HemaError(f"{output_dir} is not empty; choose another folder or overwrite it")
+
+    def check() -> None:
+        if _non_empty(output_dir) and not replace(output_dir):
+            raise HemaError(f"{output_dir} is not empty and holds no sample drawn by hema ({MARKER}): "
+                            "refusing to replace it; choose another folder")
+
+    check()
     try:
         with atomic.scratch_dir(output_dir) as scratch:
-            staging = scratch / "sample"
-            staging.mkdir()
-            manifest = _write_sample(staging, per_class, seed)
-            if not overwrite and _non_empty(output_dir):  # filled while we were drawing
-                raise HemaError(f"{output_dir} is not empty; choose another folder or overwrite it")
-            atomic.replace_dir(staging, output_dir, scratch)
+            manifest = _write_sample(scratch / atomic.STAGING, per_class, seed)
+            check()  # again: the folder may have been filled while we were drawing
+            atomic.replace_dir(scratch, output_dir)
     except OSError as exc:
         raise HemaError(f"cannot write {output_dir}: {exc.strerror or exc}") from None
     return manifest
 
 
 def _write_sample(folder: Path, per_class: int, seed: int) -> SampleManifest:
-    """Write every file and the marker into the (new, empty) `folder`."""
+    """Write every file and the marker into the new folder `folder`."""
+    folder.mkdir()
     for cls in CELL_CLASSES:
         (folder / cls).mkdir()
     planted = []
@@ -926,8 +947,8 @@ def ensure_sample(per_class: int = 40, seed: int = 0) -> Path:
     path = default_sample_dir(per_class, seed)
     if _is_current(path, per_class, seed):
         return path
-    try:  # a stale or broken cache folder is replaced; an absent one is never overwritten
-        draw_sample(path, per_class, seed, overwrite=_non_empty(path))
+    try:  # the cache folder is hema's own: a stale or broken one is replaced
+        _draw(path, per_class, seed, replace=lambda _: True)
     except HemaError:
         if not _is_current(path, per_class, seed):  # not a concurrent drawer that won the race
             raise

@@ -19,13 +19,13 @@ from hema.training import looks_like_path
 
 def demo_dataset(per_class: int) -> str:
     """The synthetic sample, drawn and built once into the cache (hema.sample + the MLL23 builder)."""
-    from hema.build import is_build
+    from hema.build import not_a_build
     from hema.sources.mll23 import MLL23
     from hema.sample import ensure_sample
 
     sample = ensure_sample(per_class=per_class, seed=0)
     built = cache_root() / "demo-build" / f"mll23-synthetic-{sample.name}"
-    if not is_build(built):
+    if not_a_build(built):
         print(f"demo: building the synthetic sample {sample} into {built}")
         print(MLL23.build_folder(sample, built).describe())
     else:

@@ -62,7 +62,7 @@ def load_model(ref: str, class_names: Sequence[str], image_size: int | None) -> 
     source = str(folder) if local else ref
     try:
         config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a folder or repo of someone else's files: any failure is "cannot load"
         raise HemaError(f"model {ref}: cannot load its config ({_first_line(exc)})") from None
     has_weights = not local or any((folder / name).is_file() for name in _WEIGHT_FILES)
     id2label = dict(enumerate(class_names))
@@ -81,7 +81,7 @@ def load_model(ref: str, class_names: Sequence[str], image_size: int | None) -> 
             config.id2label, config.label2id = id2label, label2id
             model = AutoModelForImageClassification.from_config(config, attn_implementation="sdpa")
             notes.append(f"{ref} holds only a config: the model is randomly initialised")
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - corrupt weights raise SafetensorError, a wrong head RuntimeError
         raise HemaError(f"model {ref}: cannot load it ({_first_line(exc)})") from None
     native = _image_size(model)
     if image_size and native and image_size != native:
@@ -115,7 +115,7 @@ def load_trained(ref: str) -> TrainedModel:
     source = str(folder) if local else ref
     try:
         model = AutoModelForImageClassification.from_pretrained(source, attn_implementation="sdpa")
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - corrupt weights raise SafetensorError, a head unlike config.json RuntimeError
         raise HemaError(f"model {ref}: cannot load it as an image classifier ({_first_line(exc)})") from None
     classes = _head_classes(model.config)
     size = _image_size(model)

@@ -11,7 +11,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import signal
+import sys
 import tempfile
+import uuid
+import warnings
 from pathlib import Path
 
 import gradio as gr
@@ -24,6 +29,7 @@ EXAMPLES = sorted((HERE / "examples").glob("*.png"))
 MAX_FILE_BYTES = 20 * 1024 * 1024  # a single-cell crop is a few hundred kB
 MAX_SIDE = 4096  # pixels: larger is a whole slide or a mistake, not a cell
 TOP_K = 3
+TABLES_KEPT = 32  # CSV tables kept for download (Gradio copies each into its cache when it serves it)
 NOTICE = (
     "**Research use only: not a medical device, not for diagnosis or any clinical decision.** "
     "The model was trained on single-cell crops of one laboratory's blood smears; "
@@ -64,6 +70,12 @@ CLASSIFIER = pipeline("image-classification", model=MODEL)
 SCORES = model_scores(MODEL)
 
 
+# One folder for the CSV tables, for the life of the app (not one per request), removed when it stops:
+# at exit, and on SIGTERM (how a Space is stopped), which otherwise skips the exit handlers.
+TABLES = tempfile.TemporaryDirectory(prefix="hema-space-")
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def open_cell(path: str) -> Image.Image:
     """The upload as an RGB image, or ValueError with a sentence a person can act on."""
     size = os.path.getsize(path)
@@ -72,12 +84,25 @@ def open_cell(path: str) -> Image.Image:
     if size > MAX_FILE_BYTES:
         raise ValueError(f"the file is {size / 1e6:.0f} MB; upload single-cell crops (at most {MAX_FILE_BYTES // 10**6} MB)")
     try:
-        with Image.open(path) as image:
-            if max(image.size) > MAX_SIDE:
-                raise ValueError(f"the image is {image.size[0]}x{image.size[1]} pixels; upload single-cell crops")
-            return image.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's size warning, as an error
+            with Image.open(path) as image:  # reads the header only: the pixels come with convert()
+                if max(image.size) > MAX_SIDE:
+                    raise ValueError(f"the image is {image.size[0]}x{image.size[1]} pixels; upload single-cell crops")
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError("the image has far too many pixels for a single cell; upload single-cell crops") from None
     except (UnidentifiedImageError, OSError, SyntaxError):
         raise ValueError("this is not an image that can be read (TIF, PNG or JPEG)") from None
+
+
+def predict(path: str) -> list[dict]:
+    """The top classes of one upload, or ValueError with the sentence to show for it."""
+    image = open_cell(path)
+    try:
+        return CLASSIFIER(image, top_k=TOP_K)
+    except Exception as err:  # noqa: BLE001 - one odd image must not cost the other uploads their results
+        raise ValueError(f"this image could not be classified ({type(err).__name__})") from None
 
 
 def classify(files: list[str] | None):
@@ -86,11 +111,9 @@ def classify(files: list[str] | None):
     for path in files or []:
         name = Path(path).name
         try:
-            predictions = CLASSIFIER(open_cell(path), top_k=TOP_K)
+            rows.append((name, predict(path)))
         except ValueError as err:
             problems.append(f"- `{name}`: {err}")
-            continue
-        rows.append((name, predictions))
     if not rows:
         message = "\n".join(problems) or "Upload one or more single-cell images (TIF, PNG or JPEG), or pick an example."
         return None, "", None, None, message
@@ -102,11 +125,21 @@ def classify(files: list[str] | None):
         summary += f"; this model's test F1 for {top}: {f1:.3f}"
     table = [[name] + [v for p in preds for v in (p["label"], round(p["score"], 4))] for name, preds in rows]
     header = ["file"] + [f"{k}{i}" for i in range(1, TOP_K + 1) for k in ("class ", "probability ")]
-    out = Path(tempfile.mkdtemp(prefix="hema-space-")) / "predictions.csv"
-    with open(out, "w", newline="") as f:
-        csv.writer(f).writerows([header, *table])
-    return ({p["label"]: p["score"] for p in first}, summary, gr.update(value=table, headers=header), str(out),
-            "\n".join(problems))
+    return ({p["label"]: p["score"] for p in first}, summary, gr.update(value=table, headers=header),
+            write_table([header, *table]), "\n".join(problems))
+
+
+def write_table(rows: list[list]) -> str:
+    """The rows as predictions.csv in TABLES (the oldest tables beyond TABLES_KEPT removed); its path."""
+    root = Path(TABLES.name)
+    older = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime)
+    for stale in older[: max(0, len(older) - TABLES_KEPT + 1)]:
+        shutil.rmtree(stale, ignore_errors=True)
+    folder = root / uuid.uuid4().hex
+    folder.mkdir()
+    with open(folder / "predictions.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return str(folder / "predictions.csv")
 
 
 def describe_model() -> str:

@@ -94,20 +94,24 @@ with atomic.scratch_dir(Path({str(tmp_path / 'out')!r})) as scratch:
 
 
 def test_replace_dir_puts_the_old_folder_back_when_the_swap_fails(tmp_path: Path, monkeypatch) -> None:
-    target, staging = tmp_path / "out", tmp_path / "staging"
+    """Where the kernel cannot exchange two folders: two renames, the old folder put back if the second fails."""
+    target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    staging.mkdir()
     real_replace = os.replace
-
-    def failing_second_rename(src, dst):
-        if Path(src) == staging:
-            raise OSError("disk gone")
-        real_replace(src, dst)
+    monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
 
     with atomic.scratch_dir(target) as scratch:
+        staging = scratch / atomic.STAGING
+        staging.mkdir()
+
+        def failing_second_rename(src, dst):
+            if Path(src) == staging:
+                raise OSError("disk gone")
+            real_replace(src, dst)
+
         monkeypatch.setattr(os, "replace", failing_second_rename)
         with pytest.raises(OSError, match="disk gone"):
-            atomic.replace_dir(staging, target, scratch)
+            atomic.replace_dir(scratch, target)
         monkeypatch.setattr(os, "replace", real_replace)
     assert (target / "old.txt").read_text() == "old"

@@ -65,7 +65,7 @@ def hand_tiff(rgb: np.ndarray, order: str, rows_per_strip: int, gap: int = 0, **
 def test_plain_tiffs_decode_to_pils_pixels_without_pil(order: str, rows: int, gap: int) -> None:
     data = hand_tiff(PIXELS, order, rows, gap)
     assert np.array_equal(pil_pixels(data), PIXELS)  # the hand-made file is a valid TIFF
-    assert imaging._plain_tiff_rgb(data) is not None
+    assert imaging._plain_tiff_rgb(data, imaging.ImageLimits()) is not None
     decoded = decode_rgb(data)
     assert np.array_equal(decoded.rgb, PIXELS) and not decoded.keep_bytes
 
@@ -73,7 +73,7 @@ def test_plain_tiffs_decode_to_pils_pixels_without_pil(order: str, rows: int, ga
 def test_tiffs_written_by_pil_take_the_plain_path() -> None:
     out = io.BytesIO()
     Image.fromarray(PIXELS).save(out, format="TIFF")
-    assert imaging._plain_tiff_rgb(out.getvalue()) is not None
+    assert imaging._plain_tiff_rgb(out.getvalue(), imaging.ImageLimits()) is not None
     assert np.array_equal(decode_rgb(out.getvalue()).rgb, PIXELS)
 
 
@@ -88,7 +88,7 @@ def test_other_tiffs_go_to_pil_and_decode_as_before(mode: str, save: dict) -> No
     out = io.BytesIO()
     image.save(out, format="TIFF", **save)
     data = out.getvalue()
-    assert imaging._plain_tiff_rgb(data) is None
+    assert imaging._plain_tiff_rgb(data, imaging.ImageLimits()) is None
     assert decode_rgb(data).rgb.shape == PIXELS.shape
     if mode in ("RGB", "RGBA", "CMYK"):
         assert np.array_equal(decode_rgb(data).rgb, pil_pixels(data))
@@ -96,7 +96,7 @@ def test_other_tiffs_go_to_pil_and_decode_as_before(mode: str, save: dict) -> No
 
 @pytest.mark.parametrize("changed", [{"t258": (16, 16, 16)}, {"t259": (5,)}, {"t262": (6,)}, {"t284": (2,)}])
 def test_tags_outside_the_plain_layout_are_left_to_pil(changed: dict) -> None:
-    assert imaging._plain_tiff_rgb(hand_tiff(PIXELS, "<", 8, **changed)) is None
+    assert imaging._plain_tiff_rgb(hand_tiff(PIXELS, "<", 8, **changed), imaging.ImageLimits()) is None
 
 
 @pytest.mark.parametrize("writer", ["hand", "pil"])
@@ -110,7 +110,7 @@ def test_truncated_tiffs_are_bad_images_not_crashes(writer: str, keep: float) ->
         Image.fromarray(PIXELS).save(out, format="TIFF")
         data = out.getvalue()
     truncated = data[: int(len(data) * keep)]
-    assert imaging._plain_tiff_rgb(truncated) is None
+    assert imaging._plain_tiff_rgb(truncated, imaging.ImageLimits()) is None
     with pytest.raises(BadImageError):
         decode_rgb(truncated)
 

@@ -161,9 +161,13 @@ def test_refuses_a_non_empty_folder_and_overwrites_atomically(tmp_path: Path) ->
     (out / "keep.txt").write_text("mine")
     with pytest.raises(HemaError, match="not empty"):
         draw_sample(out, per_class=2)
+    with pytest.raises(HemaError, match="holds no sample drawn by hema"):  # overwrite replaces only a sample
+        draw_sample(out, per_class=2, overwrite=True)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    draw_sample(out, per_class=3)
     draw_sample(out, per_class=2, overwrite=True)
-    assert not (out / "keep.txt").exists() and read_manifest(out).per_class == 2
+    assert read_manifest(out).per_class == 2 and len(list(out.glob("*/*.TIF"))) == 2 * 18
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.hostile import black_png
+
 REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "space"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -52,10 +54,12 @@ def app(trained_model: Path, tmp_path: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | {
         "HEMA_MODEL": str(trained_model), "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-        "PYTHONUNBUFFERED": "1",
+        "PYTHONUNBUFFERED": "1", "TMPDIR": str(temp),
     }
     process = subprocess.Popen([sys.executable, str(SPACE / "app.py")], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -69,8 +73,9 @@ def app(trained_model: Path, tmp_path: Path):
             raise AssertionError("the app exited before serving:\n" + "".join(seen[-30:]))
         yield f"http://127.0.0.1:{port}/"
     finally:
-        process.terminate()
+        process.terminate()  # SIGTERM, as a Space is stopped
         process.wait(timeout=30)
+    assert list(temp.glob("hema-space-*")) == []  # the app's one temporary folder went with it
 
 
 def browser(tmp_path: Path):
@@ -105,6 +110,8 @@ def test_uploading_a_cell_in_chromium_shows_the_models_top_class(app: str, train
     expected = pipeline("image-classification", model=str(trained_model))(str(cell), top_k=1)[0]["label"]
     junk = tmp_path / "not_a_cell.png"
     junk.write_text("hello")
+    bomb = tmp_path / "bomb.png"
+    black_png(bomb, 20000, 20000)  # a few MB that declare 400 megapixels
     driver = browser(tmp_path)
     try:
         driver.get(app)
@@ -121,10 +128,12 @@ def test_uploading_a_cell_in_chromium_shows_the_models_top_class(app: str, train
         upload(driver, "\n".join(str(p) for p in others))
         wait.until(seen.text_to_be_present_in_element((By.ID, "table"), others[1].name))
         wait.until(lambda d: "predictions.csv" in d.find_element(By.ID, "csv").get_attribute("innerHTML"))
-        driver.get(app)  # a fresh page: an upload that is not an image gives a sentence, not a traceback
+        driver.get(app)  # a fresh page: each bad upload gets its sentence, the good one still its answer
         wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
-        upload(driver, junk)
+        upload(driver, "\n".join(map(str, (junk, bomb, cell))))
         wait.until(seen.text_to_be_present_in_element((By.ID, "problems"), "not an image"))
+        assert "far too many pixels" in driver.find_element(By.ID, "problems").text
+        wait.until(seen.text_to_be_present_in_element((By.ID, "top-class"), f"Top class: {expected}"))
         assert "Traceback" not in driver.page_source
     finally:
         driver.quit()

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from hema import dedup, fields
-from hema.build import commit_message, read_build_info, set_repo_id, write_dedup_report
+from hema.build import is_dedup_report, push_build, write_dedup_report
+from hema.errors import HemaError
 from hema.build_config import BUILD_PARAMETERS
 from hema.catalog import decode_entries
 from hema.cli import add_dataclass_arguments, run
@@ -42,12 +43,15 @@ def _cmd_build(args: argparse.Namespace) -> None:
 
 def _cmd_dedup(args: argparse.Namespace) -> None:
     scan = scan_class_folders(Path(args.data_dir), classes=None)  # any layout: folders are labels
-    decoded = decode_entries(scan.entries, num_proc=args.num_proc, strict=False)
+    decoded = decode_entries(scan.entries, num_proc=args.num_proc)
     folders = sorted({e.cell_class for e in decoded.entries})
     labels = [folders.index(e.cell_class) for e in decoded.entries]
     found = dedup.find_duplicates(decoded.prints, labels=labels, num_proc=args.num_proc)
     shared = fields.find_fields(decoded.prints, found.pairs, num_proc=args.num_proc)
-    write_dedup_report(found.pairs, shared.pairs, decoded.entries, Path(args.report))
+    report = Path(args.report)
+    if report.exists() and not is_dedup_report(report):
+        raise HemaError(f"{report} exists and is not a dedup report: refusing to overwrite it; choose another --report")
+    write_dedup_report(found.pairs, shared.pairs, decoded.entries, report)
     first_members = np.unique(found.dup_group, return_index=True)[1]
     kinds = Counter(found.dup_kind[i] for i in first_members)
     cross = [p for p in found.pairs if labels[p.a] != labels[p.b]]
@@ -73,17 +77,11 @@ def _cmd_download(args: argparse.Namespace) -> None:
 
 
 def _cmd_push(args: argparse.Namespace) -> None:
-    from hema.hub import push_folder, resolve_token
+    from hema.hub import resolve_token
 
-    folder = Path(args.output_dir)
-    info = read_build_info(folder)
-    token = resolve_token(args.token)
-    set_repo_id(folder, args.repo_id)
-    url = push_folder(
-        folder, args.repo_id, repo_type="dataset", token=token, private=args.private,
-        revision=args.revision, commit_message=commit_message(info),
-    )
-    print(f"Pushed {folder} to {url}\n  load it: load_dataset({args.repo_id!r})")
+    url = push_build(Path(args.output_dir), args.repo_id, token=resolve_token(args.token), private=args.private,
+                     revision=args.revision)
+    print(f"Pushed {args.output_dir} to {url}\n  load it: load_dataset({args.repo_id!r})")
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -97,7 +95,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--output-dir", required=True)
     p.add_argument("--per-class", type=int, default=40, help="images per class (default 40)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it is not empty")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR when it holds a sample drawn earlier")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("build", help="build the hub-ready dataset folder (Parquet + card)")

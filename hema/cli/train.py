@@ -136,6 +136,7 @@ def train(args: argparse.Namespace) -> None:
         raise HemaError("--output-dir is required with --dataset")
     out = Path(args.output_dir)
     check_options(args)
+    model_folder.check_output_dir(out)  # before any work: a folder that is not hema-train's is never written
     checkpoint = checkpoints.find(out, args.resume_from_checkpoint)
     cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in {"1", "true"}
     compile_model = args.compile == "yes" or (args.compile == "auto" and cuda)
@@ -221,13 +222,15 @@ def train(args: argparse.Namespace) -> None:
                                  checkpoint_every=checkpoint_every, accelerator=accelerator, compiled=compile_model)
     accelerator.init_trackers("train_vit", config=tracker_config(run_config))
 
+    made_with = {"image_size": image_size, "class_names": list(class_names)}  # a checkpoint must match
     state = {"completed_steps": 0, "best_macro_f1": -1.0, "best_step": 0, "train_seconds": 0.0,
-             "best_validation": None}
+             "best_validation": None, **made_with}
     best_weights = None
     if checkpoint is None and args.resume_from_checkpoint == "auto":
         say(f"--resume-from-checkpoint auto: no checkpoint in {out / checkpoints.CHECKPOINTS}, starting afresh")
     if checkpoint is not None:
-        state, best_weights = checkpoints.load(accelerator, checkpoint)
+        state, best_weights = checkpoints.load(accelerator, checkpoint, made_with)
+        state.update(made_with)
         say(f"resumed from {checkpoint} at step {state['completed_steps']}")
 
     def evaluate(split: str) -> dict:

@@ -10,6 +10,7 @@ NEUTROPHIL and platelets have none. Mendeley Data doi 10.17632/snkd93bnjr.1, CC 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import datasets
@@ -85,17 +86,14 @@ def scan(data_dir: Path) -> Scan:
         if folder != entry.cell_class:
             wrong.append(entry.image_id)
             continue
-        entries.append(type(entry)(
-            image_id=entry.image_id, path=entry.path, cell_class=entry.cell_class, harmonised=HARMONISED.get(fine),
-            extra={"fine_label": FINE_LABEL.str2int(fine)},
-        ))
+        entries.append(dataclasses.replace(entry, harmonised=HARMONISED.get(fine), extra={"fine_label": FINE_LABEL.str2int(fine)}))
     if wrong:
         raise HemaError(
             f"{len(wrong)} file(s) whose name prefix is not one of their folder's ({', '.join(wrong[:3])}"
             f"{', ...' if len(wrong) > 3 else ''}); Acevedo20 names files <PREFIX>_<n>.jpg with PREFIX in "
             f"{', '.join(PREFIXES)}"
         )
-    return Scan(entries=entries, missing_classes=found.missing_classes)
+    return dataclasses.replace(found, entries=entries)
 
 
 SOURCE = Source(

@@ -10,6 +10,7 @@ while annotations.dat names it once; both spellings are accepted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import datasets
 
 from hema.builder import CellImageBuilder
 from hema.errors import HemaError
-from hema.scan import ImageEntry, Scan, scan_class_folders
+from hema.files import is_inside, real_root
+from hema.scan import Scan, scan_class_folders
 from hema.source import Source
 
 logger = logging.getLogger(__name__)
@@ -88,8 +90,10 @@ def scan(data_dir: Path) -> Scan:
             f"{data_dir} is not the Matek19 layout: expected {IMAGES}/<CODE>/<CODE>_NNNN.tiff beside {ANNOTATIONS} "
             "(download the collection from TCIA, https://doi.org/10.7937/tcia.2019.36f5o9ld)"
         )
+    if not is_inside(annotations, real_root(data_dir)):
+        raise HemaError(f"{annotations} is a link to a place outside {data_dir}: refusing to read it")
     table = read_annotations(annotations)
-    found = scan_class_folders(images, CODES)
+    found = scan_class_folders(images, CODES, within=data_dir)
     entries = []
     for entry in found.entries:
         codes = table.pop(_key(entry.image_id), None)
@@ -97,13 +101,14 @@ def scan(data_dir: Path) -> Scan:
             logger.warning("%s is not in %s: labelled by its folder", entry.image_id, ANNOTATIONS)
             codes = [entry.cell_class]
         label, *again = codes
-        entries.append(ImageEntry(
-            image_id=f"{IMAGES}/{entry.image_id}", path=entry.path, cell_class=label, harmonised=HARMONISED.get(label),
+        entries.append(dataclasses.replace(
+            entry, image_id=f"{IMAGES}/{entry.image_id}", cell_class=label, harmonised=HARMONISED.get(label),
             extra={name: REANNOTATION.str2int(again[i]) if i < len(again) else -1 for i, name in enumerate(REANNOTATIONS)},
         ))
     for missing in sorted(table)[:5]:
         logger.warning("%s names %s, which is not in %s", ANNOTATIONS, missing, IMAGES)
-    return Scan(entries=entries, missing_classes=found.missing_classes)
+    skipped = [dataclasses.replace(s, image_id=f"{IMAGES}/{s.image_id}") for s in found.skipped]
+    return dataclasses.replace(found, entries=entries, skipped=skipped)
 
 
 SOURCE = Source(
