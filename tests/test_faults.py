@@ -431,6 +431,30 @@ def test_a_folder_is_swapped_in_one_step_where_the_kernel_can(tmp_path: Path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_readers_of_a_folder_being_rebuilt_always_load_a_whole_build(raw: Path, tmp_path: Path) -> None:
+    """Rebuilt from the same files, a build keeps its file names (its fingerprint), and the swap never
+    leaves OUT absent: load_dataset(OUT) in a loop beside four rebuilds never fails, never mixes."""
+    import datasets
+
+    out = tmp_path / "out"
+    assert run_cli("build", "--data-dir", raw, "--output-dir", out, "--num-proc", "1").returncode == 0
+    expected = sorted(r["image_id"] for r in parquet_rows(out))
+    loop = "import sys, hema_dataset\nfor _ in range(4):\n    assert hema_dataset.main(['build', *sys.argv[1:]]) == 0"
+    rebuilding = subprocess.Popen([sys.executable, "-c", loop, "--data-dir", str(raw), "--output-dir", str(out),
+                                   "--num-proc", "1"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True, start_new_session=True)
+    loads = 0
+    try:
+        while rebuilding.poll() is None:
+            ds = datasets.load_dataset(str(out))
+            assert sorted(i for split in ds.values() for i in split["image_id"]) == expected
+            loads += 1
+        assert rebuilding.wait(timeout=BOUND_S) == 0, rebuilding.stderr.read()[-2000:]
+    finally:
+        rebuilding.kill()
+    assert loads >= 2
+
+
 _KILLED_AT = """
 import os, signal, sys
 from hema import atomic
