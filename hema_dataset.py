@@ -5,13 +5,13 @@
     python -c "import datasets; print(datasets.load_dataset('OUT'))"
 
 The same as the console script `hema-dataset` of `pip install .`; the logic is in the hema package
-(the builder: hema.sources.mll23.MLL23, re-exported here for scripts that import it from this file).
+(the builder: hema.dataset.sources.mll23.MLL23, re-exported here for scripts that import it from this file).
 """
 
 import sys
 
 from hema.cli.dataset import main
-from hema.sources.mll23 import FEATURES, MLL23, MLL23Config, build_dataset  # noqa: F401  (re-exported)
+from hema.dataset.sources.mll23 import FEATURES, MLL23, MLL23Config, build_dataset  # noqa: F401  (re-exported)
 
 if __name__ == "__main__":
     sys.exit(main(prog="hema_dataset.py"))

@@ -2,7 +2,7 @@
 
 Two inputs:
   --source replica  MLL23's real class counts (41,621 synthetic 288x288 TIFs, ~10 GB at full size,
-                    drawn once with hema.sample and cached under --root; --images scales it)
+                    drawn once with hema.synthetic.painter and cached under --root; --images scales it)
   --source real     the real Acevedo20 cells of ../shared (3,006), centre-cut to MLL23's 288 px and
                     saved as its uncompressed TIFFs in MLL23 class folders (made once under --root)
 
@@ -12,7 +12,7 @@ root) it times:
   baseline  load_dataset("imagefolder", data_dir=...), the image embedding push_to_hub does
             (datasets.table.embed_table_storage), then Dataset.to_parquet: the cheapest route to a
             publishable Parquet (decodes nothing, finds no duplicates, stores the TIFF bytes)
-  build     python hema_dataset.py build (decode, fingerprints, dedup, shared fields,
+  build     python hema_dataset.py build (decode, signatures, dedup, shared fields,
             splits, PNG, Parquet, card)
 
 and prints the medians of wall time and peak memory (PSS summed over the process tree, sampled every
@@ -50,8 +50,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hema.sample import render_cell  # noqa: E402
-from hema.taxonomy import CELL_CLASSES, PUBLISHED_COUNTS  # noqa: E402
+from hema.synthetic.painter import render_cell  # noqa: E402
+from hema.dataset.sources.mll23 import CELL_CLASSES, PUBLISHED_COUNTS  # noqa: E402
 
 ACEVEDO = REPO.parent / "shared" / "data" / "acevedo20_sample"
 EXACT_COPIES_PER_MILLE = 5  # planted exact duplicates, so the dedup stage has groups to form

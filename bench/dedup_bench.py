@@ -1,4 +1,4 @@
-"""Benchmark hema.dedup and hema.fields: quality on real cells with planted cases, speed at MLL23's scale.
+"""Benchmark hema.dedup.duplicates and hema.dedup.smear_fields: quality on real cells with planted cases, speed at MLL23's scale.
 
 quality  ../shared/data/acevedo20_sample (3,006 real Acevedo20 JPEGs with the dataset's own duplicates
          and shared fields), in --layout acevedo20 (the sample's 360 px crops), mll23 (their centre
@@ -43,8 +43,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hema import dedup, fields, fingerprints  # noqa: E402
-from hema.imaging import decode_rgb  # noqa: E402
+from hema.base.imaging import decode_rgb  # noqa: E402
+from hema.dedup import duplicates as dedup  # noqa: E402
+from hema.dedup import signatures  # noqa: E402
+from hema.dedup import smear_fields as fields  # noqa: E402
+from hema.dedup.components import components  # noqa: E402
 from tests.dedup_cases import (  # noqa: E402
     NEAR_KINDS, REVIEWED_NEAR, REVIEWED_SHARED, near_copy, neighbour_crops, reencode_png,
 )
@@ -68,7 +71,7 @@ def _centre_cut(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[top : top + side, left : left + side])
 
 
-def _reviewed_origin(names: list[str], prints: list[fingerprints.Fingerprint]) -> np.ndarray:
+def _reviewed_origin(names: list[str], prints: list[signatures.ImageSignature]) -> np.ndarray:
     """Truth for the real images: groups of identical pixels and of the reviewed near pairs."""
     index = {name: i for i, name in enumerate(names)}
     pairs = [dedup.DupPair(index[a], index[b], "near", 1.0) for a, b in REVIEWED_NEAR]
@@ -86,7 +89,7 @@ def quality(per_kind: int, seed: int, layout: str) -> None:
         return
     names, labels, images = load_sample(layout)
     t0 = time.perf_counter()
-    prints = fingerprints.fingerprint_batch(images)
+    prints = signatures.signature_batch(images)
     per_image_ms = (time.perf_counter() - t0) / len(images) * 1000
     classes = sorted(set(labels))
     real = dedup.find_duplicates(prints, [classes.index(x) for x in labels])
@@ -120,7 +123,7 @@ def quality(per_kind: int, seed: int, layout: str) -> None:
     kind_of: list[str] = ["real"] * len(images)
     for (kind, steps), src in zip(cases, sources):
         copy = reencode_png(images[src], rng) if kind == "exact" else near_copy(images[src], steps, rng)
-        prints.append(fingerprints.fingerprint(copy))
+        prints.append(signatures.signature(copy))
         origin.append(origin[src])
         kind_of.append(kind if kind == "exact" else "+".join(steps))
     # and near copies of the images with the barest fields, where the surround has least to say
@@ -128,12 +131,12 @@ def quality(per_kind: int, seed: int, layout: str) -> None:
     bare = [i for i in singles[np.argsort(texture[singles], kind="stable")] if i not in set(sources)]
     for k, src in enumerate(bare[: 2 * per_kind]):
         steps = NEAR_KINDS[k % len(NEAR_KINDS)]
-        prints.append(fingerprints.fingerprint(near_copy(images[src], steps, rng)))
+        prints.append(signatures.signature(near_copy(images[src], steps, rng)))
         origin.append(origin[src])
         kind_of.append("bare field, any kind")
     for src in sources[len(cases):]:  # neighbour crops: each its own origin
         for crop in neighbour_crops(images[src]):
-            prints.append(fingerprints.fingerprint(crop))
+            prints.append(signatures.signature(crop))
             origin.append(len(origin) + 10**6)
             kind_of.append("neighbour")
 
@@ -166,13 +169,13 @@ def _shared_fields(prints, found: dedup.DedupResult, origin: np.ndarray, neighbo
     """Field groups against the truth: one field per origin, per planted neighbour pair, per reviewed
     shared-field pair of the sample; and the confirmation scores that chose SHARED_MIN."""
     t0 = time.perf_counter()
-    result = fields.find_fields(prints, found.pairs)
+    result = fields.find_fields(prints, [(p.a, p.b) for p in found.pairs])
     took = time.perf_counter() - t0
     index = {name: i for i, name in enumerate(names)}
     reviewed = [(index[a], index[b]) for a, b in REVIEWED_SHARED]
     first = {}
     links = [(first.setdefault(o, i), i) for i, o in enumerate(origin)] + list(neighbours) + reviewed
-    truth = dedup.components(len(prints), links)
+    truth = components(len(prints), links)
     group = result.field_group
     print(f"\nshared fields: find_fields took {took:.1f} s; {len(result.pairs)} shared-field pairs")
     for title, pairs in (("reviewed real pairs", reviewed), ("planted neighbour crops", neighbours)):
@@ -209,7 +212,7 @@ def _groups(group: np.ndarray) -> list[np.ndarray]:
     return [g for g in np.split(order, cuts) if len(g) > 1]
 
 
-def _score_distributions(prints: list[fingerprints.Fingerprint], origin: np.ndarray) -> None:
+def _score_distributions(prints: list[signatures.ImageSignature], origin: np.ndarray) -> None:
     """Confirmation scores of screened candidates, duplicates vs not: what chose the thresholds."""
     cand, margin, orient = dedup.near_candidates(prints)
     same = origin[cand[:, 0]] == origin[cand[:, 1]]
@@ -233,26 +236,26 @@ def _score_distributions(prints: list[fingerprints.Fingerprint], origin: np.ndar
 SPARSE_TEXTURE = 0.2  # mean square band-pass (standardised) beyond the cell: a nearly bare field
 
 
-def _surround_texture(fp: fingerprints.Fingerprint) -> float:
+def _surround_texture(fp: signatures.ImageSignature) -> float:
     """How much smear field an image shows beyond its cell (where dedup's surround score looks)."""
     cy, cx, radius = fp.cell
-    yy, xx = np.mgrid[0 : fingerprints.THUMB, 0 : fingerprints.THUMB]
+    yy, xx = np.mgrid[0 : signatures.THUMB, 0 : signatures.THUMB]
     beyond = (yy - cy) ** 2 + (xx - cx) ** 2 > dedup.surround_reach(radius) ** 2
-    return float(((fp.thumb[beyond] / fingerprints.QUANT) ** 2).mean()) if beyond.any() else 0.0
+    return float(((fp.thumb[beyond] / signatures.QUANT) ** 2).mean()) if beyond.any() else 0.0
 
 
 def _percentiles(values: np.ndarray, q: list[float]) -> np.ndarray | str:
     return np.percentile(values, q).round(3) if len(values) else "-"
 
 
-def _synthetic_prints(tasks: list[tuple[int, int, tuple[str, ...]]]) -> list[fingerprints.Fingerprint]:
+def _synthetic_prints(tasks: list[tuple[int, int, tuple[str, ...]]]) -> list[signatures.ImageSignature]:
     """Fingerprints of a batch of synthetic images, as a decode worker takes them: per (index, seed,
     kinds), image `index`, or a near copy of it when `kinds` is not empty."""
     images = []
     for index, seed, kinds in tasks:
         rgb = _synthetic(index, seed)
         images.append(near_copy(rgb, kinds, np.random.default_rng([seed, index, 1])) if kinds else rgb)
-    return fingerprints.fingerprint_batch(images)
+    return signatures.signature_batch(images)
 
 
 def _synthetic(index: int, seed: int) -> np.ndarray:
@@ -288,13 +291,13 @@ def scale(n_images: int, n_planted: int, workers: int, seed: int) -> None:
     _init_pool(pool_images)
     probes = [_synthetic(i, seed + 1) for i in range(200)]
     t0 = time.perf_counter()
-    fingerprints.fingerprint_batch(probes)
+    signatures.signature_batch(probes)
     fp_ms = (time.perf_counter() - t0) / len(probes) * 1000
     n_base = n_images - n_planted  # the last n_planted images are near copies of the first ones
     tasks = [(i, seed, ()) for i in range(n_base)]
     tasks += [(i, seed, NEAR_KINDS[i % len(NEAR_KINDS)]) for i in range(n_planted)]
     t0 = time.perf_counter()
-    batches = [tasks[s : s + fingerprints.BATCH] for s in range(0, len(tasks), fingerprints.BATCH)]
+    batches = [tasks[s : s + signatures.BATCH] for s in range(0, len(tasks), signatures.BATCH)]
     with multiprocessing.get_context("fork").Pool(workers, _init_pool, (pool_images,)) as pool:
         prints = [fp for batch in pool.map(_synthetic_prints, batches, chunksize=8) for fp in batch]
     fp_s = time.perf_counter() - t0
@@ -304,7 +307,7 @@ def scale(n_images: int, n_planted: int, workers: int, seed: int) -> None:
     result = dedup.find_duplicates(prints)
     search_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    shared = fields.find_fields(prints, result.pairs)
+    shared = fields.find_fields(prints, [(p.a, p.b) for p in result.pairs])
     fields_s = time.perf_counter() - t0
     tracemalloc.start()  # a second, traced run: what find_duplicates allocates at its peak
     dedup.find_duplicates(prints)

@@ -39,7 +39,7 @@ if [[ -z $IMAGES ]]; then
 import sys, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from hema.sample import draw_sample
+from hema.synthetic.painter import draw_sample
 
 root, per_class, draws = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 start = time.perf_counter()

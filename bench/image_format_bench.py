@@ -25,8 +25,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hema.imaging import encode_stored  # noqa: E402
-from hema.sample import draw_sample  # noqa: E402
+from hema.base.imaging import encode_stored  # noqa: E402
+from hema.synthetic.painter import draw_sample  # noqa: E402
 
 ACEVEDO = REPO.parent / "shared" / "data" / "acevedo20_sample"
 SIDE = 288

@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hema import fastdata, training  # noqa: E402
+from hema.model import classifier, inputs, optimisation  # noqa: E402
 
 DEFAULT_PEER = REPO.parent / "shared" / "bench" / "peer_recipe.py"
 IMAGE_SIZE = 224  # the peer's crop size
@@ -53,13 +53,13 @@ def decode_cache(blobs: list[bytes]) -> tuple[np.ndarray, float]:
     """The uint8 cache train_vit.py builds once per dataset; returns it and its images/s."""
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        array = np.stack(list(pool.map(lambda b: fastdata.decode_resized(b, IMAGE_SIZE), blobs)))
+        array = np.stack(list(pool.map(lambda b: inputs.decode_resized(b, IMAGE_SIZE), blobs)))
     return array, len(blobs) / (time.perf_counter() - start)
 
 
 def index_loader(accelerator, n: int, batch_size: int, seed: int = 0):
     """train_vit.py's training DataLoader: row numbers in a (seed, epoch) order, sharded by Accelerate."""
-    sampler = fastdata.EpochSampler(n, seed)
+    sampler = inputs.EpochSampler(n, seed)
     loader = torch.utils.data.DataLoader(range(n), batch_size=batch_size, sampler=sampler, drop_last=True)
     return accelerator.prepare_data_loader(loader, device_placement=False)
 
@@ -96,14 +96,14 @@ def our_pipeline_images_per_second(accelerator, array: np.ndarray, batch_size: i
                                    steps: int, warmup: int = 2) -> float:
     """Our input path alone, with `threads` torch threads: gather from the cache + batch transform."""
     torch.set_num_threads(threads)
-    images = fastdata.DeviceImages(array, accelerator.device)
-    transform = fastdata.BatchTransform(*MEAN_STD)
+    images = inputs.DeviceImages(array, accelerator.device)
+    transform = inputs.BatchTransform(*MEAN_STD)
     batches = forever(index_loader(accelerator, len(array), batch_size))
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
         epoch, position, rows = next(batches)
-        transform.train(images.gather(rows), fastdata.batch_generator(0, epoch, position, 0))
+        transform.train(images.gather(rows), inputs.batch_generator(0, epoch, position, 0))
     return steps * batch_size / (time.perf_counter() - start)
 
 
@@ -113,13 +113,13 @@ def our_training_images_per_second(accelerator, peer: ModuleType, array: np.ndar
 
     device = accelerator.device
     model = peer.build_model(args.model, device)
-    net = training.classifier_module(model)
-    optimizer = training.make_optimizer(net, 1e-4, 0.01)
+    net = classifier.classifier_module(model)
+    optimizer = optimisation.make_optimizer(net, 1e-4, 0.01)
     scheduler = get_scheduler("constant", optimizer)
     net, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
-    images = fastdata.DeviceImages(array, device)
+    images = inputs.DeviceImages(array, device)
     targets = torch.arange(len(array), device=device) % 18  # the peer's labels
-    transform = fastdata.BatchTransform(*MEAN_STD)
+    transform = inputs.BatchTransform(*MEAN_STD)
     batches = forever(index_loader(accelerator, len(array), args.batch_size))
     cuda = device.type == "cuda"
     warmup = 5  # the first step compiles
@@ -130,8 +130,8 @@ def our_training_images_per_second(accelerator, peer: ModuleType, array: np.ndar
             start = time.perf_counter()
         epoch, position, rows = next(batches)
         with accelerator.accumulate(net):
-            pixel_values = transform.train(images.gather(rows), fastdata.batch_generator(0, epoch, position, 0))
-            training.training_step(accelerator, net, optimizer, scheduler, pixel_values,
+            pixel_values = transform.train(images.gather(rows), inputs.batch_generator(0, epoch, position, 0))
+            optimisation.training_step(accelerator, net, optimizer, scheduler, pixel_values,
                                    targets[rows.to(device)], None, 0.0, 1.0)
     if cuda:
         torch.cuda.synchronize()

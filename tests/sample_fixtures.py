@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import hema_dataset
-from hema.sample import SampleManifest, draw_sample, read_manifest
+from hema.synthetic import SampleManifest, draw_sample, read_manifest
 
 #: Small enough to build in seconds, large enough for 3 groups per class (every class in every split).
 SAMPLE_PER_CLASS = 8

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import hema_dataset
-from hema import atomic
+from hema.base import atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,10 +20,10 @@ def tree(folder: Path) -> list[tuple[str, int]]:
 
 
 def killed_build(sample_dir: Path, out: Path, after: str) -> subprocess.CompletedProcess:
-    """`build` in a fresh process that SIGKILLs itself right after hema.build's step `after` returns."""
+    """`build` in a fresh process that SIGKILLs itself right after hema.dataset.publish's step `after` returns."""
     code = f"""
 import os, signal, sys
-import hema.build as build
+import hema.dataset.publish as build
 step = getattr(build, {after!r})
 def then_die(*args, **kwargs):
     result = step(*args, **kwargs)
@@ -56,7 +56,7 @@ def test_a_run_killed_between_the_two_renames_is_undone_by_the_next(tmp_path: Pa
     code = f"""
 import os, signal
 from pathlib import Path
-from hema import atomic
+from hema.base import atomic
 target = Path({str(target)!r})
 with atomic.scratch_dir(target) as scratch:
     os.replace(target, scratch / "previous")  # replace_dir's first rename, then the kill
@@ -75,7 +75,7 @@ def test_a_live_runs_scratch_is_never_touched(tmp_path: Path) -> None:
     code = f"""
 import sys
 from pathlib import Path
-from hema import atomic
+from hema.base import atomic
 with atomic.scratch_dir(Path({str(tmp_path / 'out')!r})) as scratch:
     (scratch / "work").write_text("in progress")
     print(scratch, flush=True)

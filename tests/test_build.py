@@ -20,10 +20,11 @@ from huggingface_hub import DatasetCard
 from PIL import Image
 
 import hema_dataset
-from hema.errors import HemaError
-from hema.imaging import pixel_sha256
-from hema.splits import SPLITS
-from hema.taxonomy import CELL_CLASSES, HARMONISED_CLASSES, harmonised_id
+from hema.base.errors import HemaError
+from hema.base.imaging import pixel_sha256
+from hema.base.published import SPLITS
+from hema.base.taxonomy import HARMONISED_CLASSES, harmonised_id
+from hema.dataset.sources.mll23 import CELL_CLASSES, HARMONISED
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("default", "deduplicated", "harmonised")
@@ -60,7 +61,7 @@ def test_round_trip_columns_and_pixels(sample_dir: Path, built: Path, tmp_path: 
         source = np.asarray(Image.open(sample_dir / row["image_id"]).convert("RGB"))
         assert pixel_sha256(source) == row["pixel_sha256"]
         assert CELL_CLASSES[row["label"]] == row["image_id"].split("/")[0]
-        assert row["harmonised_label"] == harmonised_id(CELL_CLASSES[row["label"]])
+        assert row["harmonised_label"] == harmonised_id(HARMONISED.get(CELL_CLASSES[row["label"]]))
         assert len(row["phash"]) == 16 and int(row["phash"], 16) >= 0
 
 
@@ -115,7 +116,7 @@ def test_configs_filter_the_same_files(built: Path) -> None:
         assert harm[s].features["harmonised_label"].names == list(HARMONISED_CLASSES)
     assert sum(len(dedup[s]) for s in SPLITS) < sum(len(full[s]) for s in SPLITS)
     assert {CELL_CLASSES[label] for s in SPLITS for label in harm[s]["label"]} == {
-        c for c in CELL_CLASSES if harmonised_id(c) >= 0
+        c for c in CELL_CLASSES if c in HARMONISED
     }
 
 
@@ -361,7 +362,7 @@ def test_card_metadata_uses_values_the_hub_accepts(built: Path) -> None:
 
 def test_duplicate_groups_spread_over_the_splits_in_the_split_shares() -> None:
     """Multi-image groups (conflicting ones too) fall into train/validation/test as 70/15/15, each whole."""
-    from hema.splits import assign_splits
+    from hema.dataset.splits import assign_splits
 
     rng = np.random.default_rng(3)
     labels, groups, conflict = [], [], []

@@ -25,9 +25,9 @@ from huggingface_hub import DatasetCard
 from PIL import Image
 
 import hema_dataset
-from hema import shards
-from hema.imaging import pixel_sha256
-from hema.splits import SPLITS
+from hema.dataset import shards
+from hema.base.imaging import pixel_sha256
+from hema.base.published import SPLITS
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS31 = REPO / ".venv-datasets31" / "bin" / "python"

@@ -1,4 +1,4 @@
-"""hema.dedup: planted duplicates of every kind are grouped; look-alikes and neighbour crops are not.
+"""hema.dedup.duplicates: planted duplicates of every kind are grouped; look-alikes and neighbour crops are not.
 
 Synthetic smear fields drawn here run everywhere; the real-cell cases use ../shared's Acevedo20 sample
 and skip without it.
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from hema import dedup
-from hema.fingerprints import BATCH, THUMB, fingerprint, fingerprint_batch
-from hema.imaging import decode_rgb, phash, pixel_sha256
+from hema.dedup import duplicates as dedup
+from hema.dedup.correlation import masked_ncc
+from hema.dedup.signatures import BATCH, THUMB, signature, signature_batch
+from hema.base.imaging import decode_rgb, phash, pixel_sha256
 from tests.dedup_cases import NEAR_KINDS, near_copy, neighbour_crops, reencode_png
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "acevedo20_sample"
@@ -72,12 +73,12 @@ def plant(sources: list[np.ndarray], seed: int) -> tuple[list[np.ndarray], set[f
 
 def test_fingerprint_is_small_and_keeps_published_columns() -> None:
     rgb = draw_field(1)
-    fp = fingerprint(rgb)
+    fp = signature(rgb)
     assert fp.pixel_sha256 == pixel_sha256(rgb) and fp.phash == phash(rgb)
     assert fp.nbytes <= 10_000
     assert (fp.height, fp.width) == (288, 288)
     # the embeddings ignore rotation and mirroring (up to resampling: the grid is 4.5 px per cell)
-    turned = fingerprint(np.rot90(rgb)[:, ::-1].copy())
+    turned = signature(np.rot90(rgb)[:, ::-1].copy())
     assert float(turned.embed_whole @ fp.embed_whole) > 0.99
     assert float(turned.embed_cell @ fp.embed_cell) > 0.99
 
@@ -85,22 +86,22 @@ def test_fingerprint_is_small_and_keeps_published_columns() -> None:
 def test_a_fingerprint_does_not_depend_on_its_batch() -> None:
     """Batches of mixed sizes, longer than one chunk, give each image what it gets alone, to the bit."""
     images = [draw_field(seed, side=288 if seed % 3 else 360) for seed in range(40, 40 + BATCH + 5)]
-    batch = fingerprint_batch(images)
-    assert len(batch) == len(images) and fingerprint_batch([]) == []
+    batch = signature_batch(images)
+    assert len(batch) == len(images) and signature_batch([]) == []
     for rgb, fp in zip(images[:: BATCH // 4], batch[:: BATCH // 4]):
-        alone = fingerprint(rgb)
+        alone = signature(rgb)
         assert (alone.pixel_sha256, alone.phash, alone.cell, alone.height, alone.width) == (
             fp.pixel_sha256, fp.phash, fp.cell, fp.height, fp.width)
         for name in ("thumb", "screen_cell", "screen_whole", "embed_whole", "embed_cell", "field"):
             assert np.array_equal(getattr(alone, name), getattr(fp, name)), name
-    blank = fingerprint(np.full((288, 288, 3), 200, np.uint8))  # no stained cell: the image centre
+    blank = signature(np.full((288, 288, 3), 200, np.uint8))  # no stained cell: the image centre
     assert blank.cell == ((THUMB - 1) / 2, (THUMB - 1) / 2, THUMB / 6)
 
 
 def test_synthetic_planted_duplicates_of_every_kind_are_grouped() -> None:
     sources = [draw_field(seed) for seed in range(10, 19)]
     images, want, _ = plant(sources, seed=3)
-    result = dedup.find_duplicates(fingerprint_batch(images))
+    result = dedup.find_duplicates(signature_batch(images))
     assert groups(result) == want
     exact = next(p for p in result.pairs if p.kind == "exact")
     assert result.dup_kind[exact.b] in ("exact", "near") and exact.score == 1.0
@@ -111,7 +112,7 @@ def test_synthetic_lookalikes_and_neighbour_crops_stay_apart() -> None:
     same_cell = [draw_field(seed, cell_seed=99) for seed in range(20, 26)]  # one cell, other fields
     big = draw_field(30, side=520)
     crops = [c for c in neighbour_crops(big)]
-    result = dedup.find_duplicates(fingerprint_batch(same_cell + crops))
+    result = dedup.find_duplicates(signature_batch(same_cell + crops))
     assert groups(result) == set()
     assert result.dup_kind == ["unique"] * len(result.dup_kind)
 
@@ -121,7 +122,7 @@ def test_exact_copy_with_another_label_is_a_conflict() -> None:
     rng = np.random.default_rng(0)
     images = [a, b, c, reencode_png(a, rng), near_copy(b, ("rotate", "relight"), rng)]
     labels = [0, 1, 2, 5, 1]  # a's copy carries another class: a label conflict; b's copy agrees
-    result = dedup.find_duplicates(fingerprint_batch(images), labels)
+    result = dedup.find_duplicates(signature_batch(images), labels)
     assert groups(result) == {frozenset({0, 3}), frozenset({1, 4})}
     assert result.label_conflict.tolist() == [True, False, False, True, False]
     assert [result.dup_kind[i] for i in (0, 1, 2)] == ["exact", "near", "unique"]
@@ -145,7 +146,7 @@ def test_real_cells_planted_duplicates_of_every_kind_are_grouped() -> None:
     _, cells = _real("monocyte", 60)  # no real duplicates among these
     images, want, _ = plant(cells[:9], seed=5)
     images += cells[9:]  # distractors of the same class
-    result = dedup.find_duplicates(fingerprint_batch(images))
+    result = dedup.find_duplicates(signature_batch(images))
     assert groups(result) == want
 
 
@@ -153,7 +154,7 @@ def test_real_cells_planted_duplicates_of_every_kind_are_grouped() -> None:
 def test_real_lookalike_lymphocytes_and_neighbour_crops_stay_apart() -> None:
     _, cells = _real("lymphocyte")  # 345 lymphocytes, no duplicates: the issue's hardest look-alikes
     crops = [c for cell in cells[:5] for c in neighbour_crops(cell)]
-    result = dedup.find_duplicates(fingerprint_batch(cells + crops))
+    result = dedup.find_duplicates(signature_batch(cells + crops))
     assert groups(result) == set()
 
 
@@ -162,7 +163,7 @@ def test_real_duplicates_of_the_sample_are_found_with_their_conflict() -> None:
     names_eo, eo = _real("eosinophil")
     names_ne, ne = _real("neutrophil")
     names = names_eo + names_ne
-    result = dedup.find_duplicates(fingerprint_batch(eo + ne), [0] * len(eo) + [1] * len(ne))
+    result = dedup.find_duplicates(signature_batch(eo + ne), [0] * len(eo) + [1] * len(ne))
     found = {frozenset(names[i] for i in g) for g in groups(result)}
     # seen by eye: 7 identical pairs (one across classes) and 3 re-exported, shifted crops
     assert found == {
@@ -193,7 +194,7 @@ def test_two_lone_platelets_on_bare_fields_stay_apart_but_their_copies_join(side
             rgb = np.ascontiguousarray(rgb[top : top + side, left : left + side])
         cells.append(rgb)
     images = cells + [near_copy(cells[0], ("shift_pad",), rng), near_copy(cells[1], ("relight",), rng)]
-    result = dedup.find_duplicates(fingerprint_batch(images))
+    result = dedup.find_duplicates(signature_batch(images))
     assert groups(result) == {frozenset({0, 2}), frozenset({1, 3})}
 
 
@@ -202,7 +203,7 @@ def test_masked_correlation_is_the_pearson_correlation_inside_each_mask() -> Non
     a = rng.normal(0, 1, (5, 64, 64)).astype(np.float32)
     b = (0.7 * a + rng.normal(0, 1, a.shape)).astype(np.float32)
     masks = rng.random(a.shape) < [[[0.9]], [[0.5]], [[0.2]], [[0.03]], [[0.0]]]
-    got = dedup.masked_ncc(a, b, masks)
+    got = masked_ncc(a, b, masks)
     for p in range(3):
         want = np.corrcoef(a[p][masks[p]], b[p][masks[p]])[0, 1]
         assert got[p] == pytest.approx(want, abs=1e-5)

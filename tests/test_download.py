@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hema.download import MARKER_NAME, WORK_DIR_NAME, download_mll23, plan_extraction
-from hema.errors import HemaError
-from hema.taxonomy import CELL_CLASSES
+from hema.dataset.download import MARKER_NAME, WORK_DIR_NAME, plan_extraction
+from hema.dataset.sources.mll23 import download as download_mll23
+from hema.base.errors import HemaError
+from hema.dataset.sources.mll23 import CELL_CLASSES
 from tests.zenodo_emulator import ZenodoEmulator, class_zip, tiny_tifs
 
 BASOPHILS = tiny_tifs("basophil", 3)
@@ -204,8 +205,8 @@ def pbc_zip(files: dict[str, bytes]) -> bytes:
 
 
 def test_acevedo20_download_resumes_verifies_and_builds(zenodo: ZenodoEmulator, tmp_path: Path, monkeypatch) -> None:
-    from hema.download import download_acevedo20
-    from hema.sources.acevedo20 import Acevedo20
+    from hema.dataset.sources.acevedo20 import download as download_acevedo20
+    from hema.dataset.sources.acevedo20 import Acevedo20
 
     monkeypatch.setenv("HEMA_MENDELEY_URL", zenodo.url)
     cells = {}

@@ -29,12 +29,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from hema import atomic
-from hema.download import plan_extraction
-from hema.errors import HemaError
-from hema.files import printable
-from hema.imaging import BadImageError, decode_rgb, pixel_sha256
-from hema.scan import scan_class_folders
+from hema.base import atomic
+from hema.dataset.download import plan_extraction
+from hema.model.configs import VIT_TINY_DEMO
+from hema.base.errors import HemaError
+from hema.base.files import printable
+from hema.base.imaging import BadImageError, decode_rgb, pixel_sha256
+from hema.dataset.scan import scan_class_folders
 from tests.hostile import black_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,7 +233,7 @@ def test_fifos_and_devices_are_skipped_without_being_opened(raw: Path, tmp_path:
 
 _DIE_IN_A_WORKER = """
 import os, signal, sys
-import hema.catalog as catalog
+import hema.dataset.catalog as catalog
 parent, decode = os.getpid(), catalog._decode_batch
 def dying(*args, **kwargs):
     if os.getpid() != parent:
@@ -264,11 +265,11 @@ def test_a_worker_killed_as_the_oom_killer_would_ends_the_build_in_one_line(samp
 
 _SLOW_WORKERS = """
 import os, sys, time
-import hema.catalog as catalog
+import hema.dataset.catalog as catalog
 parent, decode = os.getpid(), catalog._decode_batch
 def slow(*args, **kwargs):
     if os.getpid() != parent:
-        print("decoding", flush=True)
+        os.write(1, b"decoding\\n")  # one write: two workers' lines never interleave
         time.sleep(120)  # a long decode: Ctrl-C comes in the middle of it
     return decode(*args, **kwargs)
 catalog._decode_batch = slow
@@ -287,7 +288,10 @@ def test_ctrl_c_during_decode_exits_130_at_once_with_every_worker_gone(sample_di
                                     str(out), "--num-proc", "2"], cwd=REPO, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            assert process.stdout.readline().strip() == "decoding"  # a worker is busy: press Ctrl-C
+            line = process.stdout.readline()  # a worker is busy: press Ctrl-C
+            if line.strip() != "decoding":
+                process.kill()
+                raise AssertionError(f"no decode began: {line!r} {process.communicate(timeout=30)[1][-3000:]}")
             os.killpg(process.pid, signal.SIGINT)  # the terminal sends it to the whole foreground group
             _, stderr = process.communicate(timeout=30)
         finally:
@@ -308,7 +312,7 @@ def test_an_image_that_declares_too_many_pixels_is_refused_before_decoding(tmp_p
     assert (tmp_path / "bomb.png").stat().st_size < 5e6
     code = f"""
 from pathlib import Path
-from hema.imaging import BadImageError, decode_rgb
+from hema.base.imaging import BadImageError, decode_rgb
 for name in ("bomb.png", "large.png"):
     try:
         decode_rgb(Path({str(tmp_path)!r}, name).read_bytes())
@@ -401,7 +405,7 @@ def trained_model(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A tiny model trained for 3 steps on the sample, with its checkpoints."""
     out = tmp_path_factory.mktemp("faults-model") / "model"
     code = "import sys; from hema.cli.train import main; sys.exit(main(sys.argv[1:]))"
-    result = run_cli("--dataset", built, "--model", REPO / "hema" / "configs" / "vit-tiny-demo", "--output-dir", out,
+    result = run_cli("--dataset", built, "--model", VIT_TINY_DEMO, "--output-dir", out,
                      "--max-steps", "3", "--batch-size", "16", "--checkpoint-every", "1", "--report-to", "none",
                      code=code)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -457,7 +461,7 @@ def test_readers_of_a_folder_being_rebuilt_always_load_a_whole_build(raw: Path, 
 
 _KILLED_AT = """
 import os, signal, sys
-from hema import atomic
+from hema.base import atomic
 when, exchange = sys.argv[1], atomic.exchange
 def kill_around(a, b):
     if when == "before":
@@ -475,7 +479,7 @@ def test_a_model_folder_is_never_a_mix_of_two_runs(built: Path, tmp_path: Path) 
     out = tmp_path / "model"
 
     def train(seed: str, killed: str | None = None) -> subprocess.CompletedProcess:
-        args = ["--dataset", built, "--model", REPO / "hema" / "configs" / "vit-tiny-demo", "--output-dir", out,
+        args = ["--dataset", built, "--model", VIT_TINY_DEMO, "--output-dir", out,
                 "--max-steps", "2", "--batch-size", "16", "--report-to", "none", "--seed", seed]
         code = _KILLED_AT if killed else "import sys; from hema.cli.train import main; sys.exit(main(sys.argv[1:]))"
         return run_cli(*([killed] if killed else []), *args, code=code)
@@ -502,7 +506,7 @@ def test_checkpoints_carried_by_a_run_killed_mid_swap_are_given_back(tmp_path: P
     code = f"""
 import os, signal
 from pathlib import Path
-from hema import atomic
+from hema.base import atomic
 atomic.exchange = lambda a, b: os.kill(os.getpid(), signal.SIGKILL)
 target = Path({str(target)!r})
 with atomic.scratch_dir(target) as scratch:
@@ -522,7 +526,7 @@ with atomic.scratch_dir(target) as scratch:
 
 _FAILING_WRITE = """
 import errno, os, sys
-import hema.shards as shards
+import hema.dataset.shards as shards
 code = getattr(errno, sys.argv[1])
 def failing(*args, **kwargs):
     raise OSError(code, os.strerror(code))
@@ -589,7 +593,7 @@ def test_corrupt_or_foreign_model_files_are_one_line(trained_model: Path, built:
 def test_resuming_from_a_corrupt_or_foreign_checkpoint_is_one_line(trained_model: Path, built: Path,
                                                                    tmp_path: Path) -> None:
     out = shutil.copytree(trained_model, tmp_path / "model")
-    args = ["--dataset", built, "--model", REPO / "hema" / "configs" / "vit-tiny-demo", "--output-dir", out,
+    args = ["--dataset", built, "--model", VIT_TINY_DEMO, "--output-dir", out,
             "--max-steps", "4", "--batch-size", "16", "--report-to", "none", "--resume-from-checkpoint", "auto"]
     resized = run_cli(*args, "--image-size", "32", code=_TRAIN)  # trained at the demo config's 64
     assert_one_line_error(resized, "image_size 64", "this run has 32")
@@ -670,7 +674,7 @@ def _seed_images() -> dict[str, bytes]:
 def test_decoding_mangled_files_only_ever_says_bad_image(kind: str) -> None:
     """Seeded mutations of a valid file (flipped bytes, cut, spliced, huge header numbers): decode_rgb
     returns RGB within the limits or raises BadImageError, nothing else."""
-    from hema.imaging import ImageLimits
+    from hema.base.imaging import ImageLimits
 
     original = _seed_images()[kind]
     rng = np.random.default_rng(sum(map(ord, kind)))
@@ -714,7 +718,7 @@ def test_scanning_hostile_names_never_fails_and_shows_each_on_one_line(tmp_path:
         made.add(name)
         with open(os.fsencode(folder) + b"/" + name, "wb") as f:
             f.write(b"x")
-    found = scan_class_folders(tmp_path / "raw")
+    found = scan_class_folders(tmp_path / "raw", None)
     assert len(found.entries) + len(found.skipped) == len(made)
     for entry in found.entries:
         entry.image_id.encode("utf-8")  # every published id is valid UTF-8
@@ -740,7 +744,7 @@ def test_planning_hostile_zip_members_never_fails_but_in_one_line() -> None:
 
 def test_errno_of_a_worker_survives_the_trip_to_the_parent() -> None:
     """A full disk in a forked writer reaches the build as OSError(ENOSPC), so it can say so."""
-    from hema.forked import fork_map
+    from hema.base.forked import fork_map
 
     def fail(_: None, item: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -1,4 +1,4 @@
-"""hema.fields: crops of one smear field share a field_group; duplicates stay inside one; look-alikes
+"""hema.dedup.smear_fields: crops of one smear field share a field_group; duplicates stay inside one; look-alikes
 on other fields do not join.
 
 Synthetic fields run everywhere; the real pairs come from ../shared's Acevedo20 sample (each seen by
@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hema import dedup, fields
-from hema.fingerprints import fingerprint, fingerprint_batch
+from hema.dedup import duplicates as dedup
+from hema.dedup import smear_fields as fields
+from hema.dedup.components import components
+from hema.dedup.signatures import signature, signature_batch
 from tests.dedup_cases import REVIEWED_SHARED, near_copy, neighbour_crops
 from tests.test_dedup import SAMPLE, draw_field, needs_sample
 
@@ -21,9 +23,9 @@ def test_neighbour_crops_share_a_field_group_and_stay_distinct_duplicates() -> N
     others = [draw_field(seed) for seed in range(60, 72)]  # other fields, alike in every statistic
     copy = near_copy(others[0], ("shift_crop",), np.random.default_rng(1))
     images = [left, right, *others, copy]
-    prints = fingerprint_batch(images)
+    prints = signature_batch(images)
     found = dedup.find_duplicates(prints)
-    shared = fields.find_fields(prints, found.pairs)
+    shared = fields.find_fields(prints, [(p.a, p.b) for p in found.pairs])
     assert [(p.a, p.b) for p in shared.pairs] == [(0, 1)]
     dy, dx = shared.pairs[0].shift  # b's content lies 45 % of the side down and right in a
     assert abs(dy - 0.45 * left.shape[0]) <= 8 and abs(dx - 0.45 * left.shape[1]) <= 8
@@ -38,7 +40,7 @@ def test_forked_chunks_find_what_one_process_finds(monkeypatch: pytest.MonkeyPat
     """Search and confirmation split into many forked tasks give the one-process result exactly."""
     big = draw_field(31, side=520)
     images = [*neighbour_crops(big), *(draw_field(seed) for seed in range(80, 90))]
-    prints = fingerprint_batch(images)
+    prints = signature_batch(images)
     whole = fields.find_fields(prints, [], num_proc=1)
     proposed, _ = fields._proposals(np.stack([fp.field for fp in prints]).astype(np.float32))
     monkeypatch.setattr(fields, "_CHUNK", 3)  # 4 search tasks
@@ -53,27 +55,27 @@ def test_field_groups_are_components_of_both_kinds_of_pair() -> None:
     dups = [dedup.DupPair(3, 5, "exact", 1.0)]
     shared = [fields.FieldPair(0, 3, 0.9, (100, 0)), fields.FieldPair(2, 4, 0.9, (0, 120))]
     links = [(p.a, p.b) for p in dups + shared]
-    assert dedup.components(7, links).tolist() == [0, 1, 2, 0, 2, 0, 3]
+    assert components(7, links).tolist() == [0, 1, 2, 0, 2, 0, 3]
 
 
 def test_lone_images_make_single_groups() -> None:
-    one = [fingerprint(draw_field(5))]
+    one = [signature(draw_field(5))]
     assert fields.find_fields(one, []).field_group.tolist() == [0]
 
 
 @needs_sample
 @pytest.mark.parametrize("side", [None, 288])  # the sample's own crops, and MLL23's 288 px layout
 def test_real_shared_fields_are_found_and_nothing_else(side: int | None) -> None:
-    from hema.imaging import decode_rgb
+    from hema.base.imaging import decode_rgb
 
     files = sorted(p for p in SAMPLE.glob("*/*") if p.is_file())
     names = [f"{p.parent.name}/{p.name}" for p in files]
     images = [decode_rgb(p.read_bytes()).rgb for p in files]
     if side:
         images = [x[(x.shape[0] - side) // 2 :][:side, (x.shape[1] - side) // 2 :][:, :side] for x in images]
-    prints = fingerprint_batch(images)
+    prints = signature_batch(images)
     found = dedup.find_duplicates(prints)
-    shared = fields.find_fields(prints, found.pairs)
+    shared = fields.find_fields(prints, [(p.a, p.b) for p in found.pairs])
     pairs = {(names[p.a], names[p.b]) for p in shared.pairs}
     group = dict(zip(names, shared.field_group))
     missed = {(a, b) for a, b in REVIEWED_SHARED if group[a] != group[b]}
@@ -87,7 +89,7 @@ def test_real_shared_fields_are_found_and_nothing_else(side: int | None) -> None
 
 def test_few_images_and_no_matches_give_no_pairs() -> None:
     """Two unrelated fields: nothing proposed beyond themselves (the search's empty paths)."""
-    prints = [fingerprint(draw_field(s)) for s in (7, 8)]
+    prints = [signature(draw_field(s)) for s in (7, 8)]
     result = fields.find_fields(prints, [])
     assert result.pairs == [] and result.field_group.tolist() == [0, 1]
 

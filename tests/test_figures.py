@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from hema import figures
+from hema.base import figures
 
 
 def _where(sheet: np.ndarray, image: np.ndarray) -> list[tuple[int, int]]:

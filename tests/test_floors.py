@@ -63,7 +63,7 @@ def test_floors_install_build_load_train_and_classify(tmp_path: Path) -> None:
     for splits in seen["configs"].values():
         assert all(s["loaded"] == s["streamed"] and s["loaded"] for s in splits.values())
 
-    floors("train_vit.py", "--dataset", str(built), "--model", str(REPO / "hema" / "configs" / "vit-tiny-demo"),
+    floors("train_vit.py", "--dataset", str(built), "--model", str(REPO / "hema" / "model" / "configs" / "vit-tiny-demo"),
            "--output-dir", str(model), "--max-steps", "3", "--batch-size", "8", "--report-to", "none", env=env)
     cell = next(raw.glob("basophil/*.TIF"))
     top = json.loads(floors("-c", "import json, sys; from transformers import pipeline; "

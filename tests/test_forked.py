@@ -1,4 +1,4 @@
-"""hema.forked: the forked workers see the parent's arrays without pickling them, and give the same
+"""hema.base.forked: the forked workers see the parent's arrays without pickling them, and give the same
 results, in order, as the in-process path; a streamed map gives them as they come, and a worker's
 error reaches the caller."""
 
@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from hema.forked import fork_imap, fork_map
+from hema.base.forked import fork_imap, fork_map
 
 
 def test_fork_map_runs_in_workers_and_matches_the_in_process_path() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 
-from hema.errors import HemaError
-from hema.hub import resolve_token
+from hema.base.errors import HemaError
+from hema.base.hub import resolve_token
 from tests.conftest import HubRunner, token_leaks
 from tests.hub_emulator import HubEmulator
 
@@ -28,8 +28,8 @@ from pathlib import Path
 import datasets, huggingface_hub, numpy as np
 from PIL import Image
 
-from hema.hub import push_folder, resolve_token
-from hema.taxonomy import CELL_CLASSES
+from hema.base.hub import push_folder, resolve_token
+from hema.dataset.sources.mll23 import CELL_CLASSES
 
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)  # the most a user could log must hold no token
 huggingface_hub.utils.logging.set_verbosity_debug()
@@ -88,7 +88,7 @@ from pathlib import Path
 import huggingface_hub, numpy as np, transformers
 from PIL import Image
 
-from hema.hub import check_write_access, push_folder, resolve_token
+from hema.base.hub import check_write_access, push_folder, resolve_token
 
 folder, repo = Path(sys.argv[1]), "hema-org/vit-mini"
 names = ["basophil", "eosinophil", "monocyte"]
@@ -121,8 +121,8 @@ REJECTIONS = r'''
 import json, os, sys
 from pathlib import Path
 
-from hema.errors import HemaError
-from hema.hub import check_write_access, push_folder
+from hema.base.errors import HemaError
+from hema.base.hub import check_write_access, push_folder
 
 folder = Path(sys.argv[1])
 (folder / "config.json").write_text("{}")
@@ -219,7 +219,7 @@ def test_token_comes_from_argument_then_hf_token_then_login_cache(monkeypatch: p
 
 
 def test_push_of_an_empty_folder_is_refused_before_contacting_the_hub(tmp_path: Path) -> None:
-    from hema.hub import push_folder
+    from hema.base.hub import push_folder
 
     with pytest.raises(HemaError, match="nothing to push"):
         push_folder(tmp_path, "hema-org/x", repo_type="dataset", token="hf_unused", commit_message="m")
@@ -237,7 +237,7 @@ def test_token_leak_scan_finds_names_contents_and_outputs(tmp_path: Path) -> Non
 
 
 def test_unreachable_hub_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from hema.hub import check_write_access
+    from hema.base.hub import check_write_access
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))

@@ -1,4 +1,4 @@
-"""hema.imaging: every decoding path gives PIL's pixels, and plain scanner TIFFs skip PIL's parser."""
+"""hema.base.imaging: every decoding path gives PIL's pixels, and plain scanner TIFFs skip PIL's parser."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hema import imaging
-from hema.imaging import BadImageError, decode_rgb
+from hema.base import imaging
+from hema.base.imaging import BadImageError, decode_rgb
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "acevedo20_sample"
 RNG = np.random.default_rng(11)

@@ -60,7 +60,7 @@ def run(env: Path, *argv: str, cwd: Path) -> str:
 
 
 def test_wheel_runs_the_command_lines_from_an_empty_folder(fresh_env: Path, tmp_path: Path) -> None:
-    where = run(fresh_env, "python", "-c", "import hema, hema.templates as t; print(hema.__file__); print(t.DATASET_CARD)", cwd=tmp_path)
+    where = run(fresh_env, "python", "-c", "import hema, hema.dataset.card as c; print(hema.__file__); print(c.TEMPLATE)", cwd=tmp_path)
     module, template = where.split()
     assert module.startswith(str(fresh_env)) and Path(template).is_file()
 

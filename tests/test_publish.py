@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import hema_dataset
-from hema.build import commit_message, read_build_info
-from hema.errors import HemaError
-from hema.splits import SPLITS
-from hema.taxonomy import CELL_CLASSES
+from hema.dataset.publish import commit_message, read_build_info
+from hema.base.errors import HemaError
+from hema.base.published import SPLITS
+from hema.dataset.sources.mll23 import CELL_CLASSES
 from tests.zenodo_emulator import class_zip, tiny_tifs
 
 REPO_ID = "hema-org/mll23"

@@ -10,20 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hema import sample
-from hema.errors import HemaError
-from hema.imaging import decode_rgb, pixel_sha256
-from hema.sample import (
-    MARKER,
-    SampleManifest,
-    default_sample_dir,
-    draw_sample,
-    ensure_sample,
-    read_manifest,
-)
-from hema.taxonomy import CELL_CLASSES
+from hema.base.errors import HemaError
+from hema.base.imaging import decode_rgb, pixel_sha256
+from hema.dataset.sources.mll23 import CELL_CLASSES
+from hema.synthetic import MARKER, PAINTED_CLASSES, SampleManifest, draw_sample, ensure_sample, read_manifest
+from hema.synthetic import painter
+from hema.synthetic.painter import default_sample_dir
 
 PER_CLASS = 24  # 432 images: 16 per class to fit a classifier on, 8 to test it
+
+
+def sample_image_ids(manifest: SampleManifest) -> list[str]:
+    return [painter.image_id(c, i) for c in PAINTED_CLASSES for i in range(manifest.per_class)]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +48,7 @@ def test_layout_is_mll23_raw(drawn: tuple[Path, SampleManifest]) -> None:
         names = sorted(p.name for p in (root / cls).iterdir())
         assert names == [f"{cls}_{i:04d}.TIF" for i in range(1, PER_CLASS + 1)]
     ids = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.TIF"))
-    assert ids == sorted(manifest.image_ids)
+    assert ids == sorted(sample_image_ids(manifest))
     formats = set()
     for image_id in ids:
         with Image.open(root / image_id) as im:
@@ -103,7 +101,7 @@ def test_planted_duplicates_as_declared(drawn: tuple[Path, SampleManifest]) -> N
     exact = [p for p in manifest.planted if p.kind == "exact"]
     near = [p for p in manifest.planted if p.kind == "near"]
     assert sorted(p.transform for p in exact) == ["copy", "copy", "png_in_tif", "tiff_lzw"]
-    assert sorted(re.match(r"[a-z]+", p.transform)[0] for p in near) == sorted(sample._NEAR_TRANSFORMS)
+    assert sorted(re.match(r"[a-z]+", p.transform)[0] for p in near) == sorted(painter._NEAR_TRANSFORMS)
     for p in exact:
         assert pixel_sha256(_rgb(root / p.a)) == pixel_sha256(_rgb(root / p.b)), p
     for p in exact:  # "copy": the same file twice; the others: the same pixels, other bytes
@@ -119,7 +117,7 @@ def test_planted_duplicates_as_declared(drawn: tuple[Path, SampleManifest]) -> N
 def test_near_duplicates_are_the_transform_they_declare(drawn: tuple[Path, SampleManifest]) -> None:
     root, manifest = drawn
     unrelated = np.abs(
-        _rgb(root / manifest.image_ids[0]).astype(int) - _rgb(root / manifest.image_ids[1])
+        _rgb(root / sample_image_ids(manifest)[0]).astype(int) - _rgb(root / sample_image_ids(manifest)[1])
     ).mean()
     for p in (p for p in manifest.planted if p.kind == "near"):
         a, b = _rgb(root / p.a), _rgb(root / p.b)
@@ -147,7 +145,7 @@ def test_exactly_one_cross_class_duplicate(drawn: tuple[Path, SampleManifest]) -
     assert len(cross) == 1
     assert cross[0].kind == "exact" and (root / cross[0].a).read_bytes() == (root / cross[0].b).read_bytes()
     by_sha: dict[str, set[str]] = {}
-    for image_id in manifest.image_ids:
+    for image_id in sample_image_ids(manifest):
         by_sha.setdefault(pixel_sha256(_rgb(root / image_id)), set()).add(image_id.split("/")[0])
     assert sum(len(classes) > 1 for classes in by_sha.values()) == 1  # nothing else conflicts by accident
 
@@ -192,7 +190,7 @@ def test_ensure_sample_draws_once_into_the_cache(tmp_path: Path, monkeypatch: py
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("drew again")
 
-    monkeypatch.setattr(sample, "draw_sample", fail)
+    monkeypatch.setattr(painter, "_write_sample", fail)  # where every drawing paints
     assert ensure_sample(per_class=2, seed=3) == path
 
 
@@ -219,7 +217,7 @@ def test_classes_are_learnable_from_pixels(drawn: tuple[Path, SampleManifest]) -
     copies = {p.b for p in manifest.planted}  # keep duplicates from leaking into the held-out images
     rows = [
         (_features(_rgb(root / image_id)), CELL_CLASSES.index(image_id.split("/")[0]), i)
-        for image_id in manifest.image_ids
+        for image_id in sample_image_ids(manifest)
         if image_id not in copies
         for i in [int(image_id[-8:-4]) - 1]
     ]

@@ -14,13 +14,13 @@ import pytest
 from huggingface_hub import DatasetCard
 from PIL import Image
 
-from hema.errors import HemaError
-from hema.imaging import pixel_sha256
-from hema.sources import BUILDERS
-from hema.sources.acevedo20 import Acevedo20
-from hema.sources.matek19 import CODES, Matek19
-from hema.splits import SPLITS
-from hema.taxonomy import HARMONISED_CLASSES
+from hema.base.errors import HemaError
+from hema.base.imaging import pixel_sha256
+from hema.dataset import BUILDERS
+from hema.dataset.sources.acevedo20 import Acevedo20
+from hema.dataset.sources.matek19 import CODES, Matek19
+from hema.base.published import SPLITS
+from hema.base.taxonomy import HARMONISED_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 ACEVEDO = REPO.parent / "shared" / "data" / "acevedo20_sample"

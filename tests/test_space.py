@@ -38,7 +38,7 @@ def trained_model(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from accelerate.state import AcceleratorState
 
     from hema.cli import train as train_cli
-    from hema.configs import VIT_TINY_DEMO
+    from hema.model.configs import VIT_TINY_DEMO
 
     out = tmp_path_factory.mktemp("space-model") / "model"
     AcceleratorState._reset_state(True)

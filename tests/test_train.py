@@ -26,9 +26,10 @@ from safetensors.torch import load_file
 from transformers import ViTConfig, ViTForImageClassification, pipeline
 
 from hema.cli import train as train_cli
-from hema import fastdata, model_folder, training
-from hema.metrics import CELL_CLASSIFICATION
-from hema.taxonomy import CELL_CLASSES
+from hema.dataset.sources.mll23 import CELL_CLASSES
+from hema.model import classifier, inputs, optimisation
+from hema.model import folder as model_folder
+from hema.model.metrics import CELL_CLASSIFICATION
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = set(model_folder.PUBLISHED)
@@ -98,9 +99,9 @@ def test_training_on_a_built_folder_writes_a_publishable_model_folder(built: Pat
     model = ViTForImageClassification.from_pretrained(out).eval()
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    pixels = torch.from_numpy(fastdata.decode_resized(buffer.getvalue(), 32))[None]
+    pixels = torch.from_numpy(inputs.decode_resized(buffer.getvalue(), 32))[None]
     with torch.no_grad():
-        ours = model(pixel_values=fastdata.BatchTransform([0.5] * 3, [0.5] * 3).evaluate(pixels)).logits
+        ours = model(pixel_values=inputs.BatchTransform([0.5] * 3, [0.5] * 3).evaluate(pixels)).logits
     assert predictions[0]["label"] == CELL_CLASSES[int(ours.argmax())]
 
 
@@ -110,7 +111,7 @@ def test_demo_without_arguments_draws_builds_trains_and_writes(tmp_path: Path, m
     assert train_cli.main(["--max-steps", "3"]) == 0  # the demo's other defaults, as `python train_vit.py`
     out = tmp_path / "outputs" / "vit-mll23-demo"
     assert PUBLISHED <= {p.name for p in out.iterdir()}
-    assert json.loads((out / "config.json").read_text())["hidden_size"] == 96  # hema/configs/vit-tiny-demo
+    assert json.loads((out / "config.json").read_text())["hidden_size"] == 96  # hema/model/configs/vit-tiny-demo
     assert (tmp_path / "hema-cache" / "demo-build").is_dir()
     assert "Trained from random initialisation" in (out / "README.md").read_text()
 
@@ -134,9 +135,9 @@ def test_resumed_run_ends_with_the_same_weights_and_metrics(built: Path, tiny_co
 
 def test_class_weighting_changes_the_loss() -> None:
     labels = np.array([0] * 8 + [1] * 2 + [2] * 1)
-    none = training.class_weights(labels, 4, "none")
-    inverse = training.class_weights(labels, 4, "inverse")
-    sqrt = training.class_weights(labels, 4, "sqrt-inverse")
+    none = optimisation.class_weights(labels, 4, "none")
+    inverse = optimisation.class_weights(labels, 4, "inverse")
+    sqrt = optimisation.class_weights(labels, 4, "sqrt-inverse")
     assert none is None
     for weights in (inverse, sqrt):
         assert weights[3] == 0  # absent from training
@@ -144,7 +145,7 @@ def test_class_weighting_changes_the_loss() -> None:
     assert inverse[2] / inverse[0] == pytest.approx(8.0) and sqrt[2] / sqrt[0] == pytest.approx(8**0.5)
     logits = torch.tensor([[2.0, 0.0, 0.0, 0.0]] * 11)  # always confident in the frequent class
     target = torch.as_tensor(labels)
-    losses = [float(training.classification_loss(logits, target, w, 0.0)) for w in (none, sqrt, inverse)]
+    losses = [float(optimisation.classification_loss(logits, target, w, 0.0)) for w in (none, sqrt, inverse)]
     assert losses[0] < losses[1] < losses[2]  # weighting makes the missed rare classes cost more
 
 
@@ -188,12 +189,12 @@ def test_cell_classification_metric_loads_offline_and_counts_every_class(monkeyp
 def test_compile_friendly_forward_matches_the_transformers_forward() -> None:
     torch.manual_seed(0)
     model = ViTForImageClassification(ViTConfig(**TINY, num_labels=5)).eval()
-    net = training.classifier_module(model)
-    assert isinstance(net, training.ViTClassifier)
+    net = classifier.classifier_module(model)
+    assert isinstance(net, classifier.ViTClassifier)
     pixels = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(net(pixels), model(pixel_values=pixels).logits)
-    training.resize_position_embeddings(model, 48)  # other input size: interpolated positions
+    classifier.resize_position_embeddings(model, 48)  # other input size: interpolated positions
     pixels = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         torch.testing.assert_close(net(pixels), model(pixel_values=pixels).logits)
@@ -202,27 +203,27 @@ def test_compile_friendly_forward_matches_the_transformers_forward() -> None:
 def crops_on_cpu(images: torch.Tensor, boxes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """The CPU path with an identity colour map: the crops alone."""
     n = len(images)
-    return fastdata._augment_per_image(images, boxes, codes, torch.ones(n, 3, 1, 1), torch.zeros(n, 3, 1, 1), 32)
+    return inputs._augment_per_image(images, boxes, codes, torch.ones(n, 3, 1, 1), torch.zeros(n, 3, 1, 1), 32)
 
 
 def test_device_batch_transforms_agree_and_replay(tmp_path: Path) -> None:
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     boxes = torch.tensor([[3, 5, 20, 17]] * 8)
     codes = torch.arange(8)  # every flip/rotation combination
-    gpu_path = fastdata._crop_resize_grid(images.float(), boxes, codes, 32)
+    gpu_path = inputs._crop_resize_grid(images.float(), boxes, codes, 32)
     assert (crops_on_cpu(images, boxes, codes) - gpu_path)[..., 2:-2, 2:-2].abs().max() <= 1.0  # uint8 rounding
     identity = crops_on_cpu(images, torch.tensor([[0, 0, 32, 32]] * 8), codes)
     assert torch.equal(identity[1], images[1].flip(-1).float())
     assert torch.equal(identity[4], images[4].transpose(-1, -2).float())
 
-    transform = fastdata.BatchTransform([0.5] * 3, [0.25] * 3)
+    transform = inputs.BatchTransform([0.5] * 3, [0.25] * 3)
     torch.testing.assert_close(transform.evaluate(images), (images.float() / 255 - 0.5) / 0.25)
-    first = transform.train(images, fastdata.batch_generator(1, 0, 5, 0))
-    again = transform.train(images, fastdata.batch_generator(1, 0, 5, 0))
-    other = transform.train(images, fastdata.batch_generator(1, 0, 6, 0))
+    first = transform.train(images, inputs.batch_generator(1, 0, 5, 0))
+    again = transform.train(images, inputs.batch_generator(1, 0, 5, 0))
+    other = transform.train(images, inputs.batch_generator(1, 0, 6, 0))
     assert torch.equal(first, again) and not torch.equal(first, other)
 
-    sampler = fastdata.EpochSampler(10, seed=3)
+    sampler = inputs.EpochSampler(10, seed=3)
     sampler.set_epoch(2)
     order = list(sampler)
     assert sorted(order) == list(range(10)) and list(sampler) == order
@@ -232,16 +233,16 @@ def test_device_batch_transforms_agree_and_replay(tmp_path: Path) -> None:
 
 def test_decode_cache_is_reused_and_keyed_by_size(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     split = datasets.load_dataset(str(built), split="validation")
-    first = fastdata.decoded_images(split, "image", 32, tmp_path)
+    first = inputs.decoded_images(split, "image", 32, tmp_path)
     assert first.shape == (len(split), 3, 32, 32) and first.dtype == np.uint8
 
     def no_second_decode(*_):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(fastdata, "_write_cache", no_second_decode)
-    assert np.array_equal(fastdata.decoded_images(split, "image", 32, tmp_path), first)
+    monkeypatch.setattr(inputs, "_write_cache", no_second_decode)
+    assert np.array_equal(inputs.decoded_images(split, "image", 32, tmp_path), first)
     monkeypatch.undo()
-    assert fastdata.decoded_images(split, "image", 40, tmp_path).shape[-1] == 40
+    assert inputs.decoded_images(split, "image", 40, tmp_path).shape[-1] == 40
     assert len(list(tmp_path.glob("*.npy"))) == 2
 
 

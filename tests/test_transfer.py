@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 
-from hema import calibration, evaluation
+from hema.base.errors import HemaError
 from hema.cli import evaluate as evaluate_cli
 from hema.cli import train as train_cli
-from hema.configs import VIT_TINY_DEMO
-from hema.errors import HemaError
-from hema.sources.acevedo20 import Acevedo20
-from hema.sources.mll23 import MLL23
+from hema.dataset.sources.acevedo20 import Acevedo20
+from hema.dataset.sources.mll23 import MLL23
+from hema.model import calibration, data, evaluation
+from hema.model.configs import VIT_TINY_DEMO
 
 REPO = Path(__file__).resolve().parents[1]
 ACEVEDO = REPO.parent / "shared" / "data" / "acevedo20_sample"
@@ -100,7 +100,7 @@ def test_training_evaluates_other_datasets_and_the_card_says_how_far_it_transfer
 
 
 def test_a_class_mismatch_is_one_line_before_any_training(built: Path, other_build: Path, tmp_path: Path, capsys) -> None:
-    split = evaluation.open_split(str(other_build), "harmonised", "test")
+    split = data.open_split(str(other_build), "harmonised", "test")
     with pytest.raises(HemaError, match="has classes"):
         evaluation.check_classes(("basophil", "eosinophil"), split)
     if ACEVEDO.is_dir():  # through the command line: Acevedo20's own 8 classes are not MLL23's 18
@@ -112,7 +112,7 @@ def test_a_class_mismatch_is_one_line_before_any_training(built: Path, other_bui
 
 
 def test_field_of_view_crop(other_build: Path) -> None:
-    split = evaluation.open_split(str(other_build), "harmonised", "test")
+    split = data.open_split(str(other_build), "harmonised", "test")
     field = split.field_um
     assert field is not None
     assert evaluation.crop_fraction(field, split) == pytest.approx(1.0)

@@ -1,11 +1,11 @@
-"""hema.vector_search: nearest centroids match a brute-force ranking, however many rows at once."""
+"""hema.dedup.vector_search: nearest centroids match a brute-force ranking, however many rows at once."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hema import vector_search
+from hema.dedup import vector_search
 
 
 @pytest.mark.parametrize("count", [1, 4, 6])

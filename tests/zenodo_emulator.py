@@ -20,7 +20,8 @@ import zipfile
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from hema.download import MENDELEY_DATASET, MENDELEY_VERSION, ZENODO_RECORD
+from hema.dataset.sources.acevedo20 import MENDELEY_DATASET, MENDELEY_VERSION
+from hema.dataset.sources.mll23 import ZENODO_RECORD
 from tests.loopback import ServedInBackground
 
 

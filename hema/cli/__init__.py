@@ -13,7 +13,7 @@ import sys
 import typing
 from collections.abc import Callable, Iterable
 
-from hema.errors import HemaError
+from hema.base.errors import HemaError
 
 
 #: Failures of the machine, not of the program: a full disk or quota, a read-only or forbidden folder.

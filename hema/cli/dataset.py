@@ -1,8 +1,9 @@
 """hema-dataset: build MLL23, Acevedo20 or Matek19 as a Hugging Face dataset (Parquet + card) and publish it.
 
 Subcommands: sample (the offline synthetic sample in the MLL23 layout), build (a raw folder in a
-source's own layout to a hub-ready folder), dedup (duplicates in any labelled folder), download (the Zenodo zips), push
-(a built folder to the Hub). The top-level hema_dataset.py runs the same command line.
+source's own layout to a hub-ready folder), dedup (duplicates in any labelled folder), download (a
+source's archives), push (a built folder to the Hub). The top-level hema_dataset.py runs the same
+command line.
 """
 
 from __future__ import annotations
@@ -14,22 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-from hema import dedup, fields
-from hema.build import is_dedup_report, push_build, write_dedup_report
-from hema.errors import HemaError
-from hema.build_config import BUILD_PARAMETERS
-from hema.catalog import decode_entries
+from hema.base.errors import HemaError
 from hema.cli import add_dataclass_arguments, run
-from hema.sources import BUILDERS, DEFAULT_SOURCE
-from hema.scan import scan_class_folders
+from hema.dataset import BUILD_PARAMETERS, BUILDERS, DEFAULT_SOURCE, push_build
+from hema.dataset.catalog import decode_entries
+from hema.dataset.scan import scan_class_folders
+from hema.dedup import group_images
+from hema.dedup.report import is_dedup_report, write_dedup_report
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    from hema.sample import draw_sample
+    from hema.synthetic.painter import PAINTED_CLASSES, draw_sample
 
     manifest = draw_sample(Path(args.output_dir), per_class=args.per_class, seed=args.seed, overwrite=args.overwrite)
     print(
-        f"Drew a SYNTHETIC sample of {len(manifest.image_ids)} images "
+        f"Drew a SYNTHETIC sample of {manifest.per_class * len(PAINTED_CLASSES)} images "
         f"({manifest.per_class} per class, seed {manifest.seed}) in the MLL23 layout: {args.output_dir}"
     )
 
@@ -46,8 +46,8 @@ def _cmd_dedup(args: argparse.Namespace) -> None:
     decoded = decode_entries(scan.entries, num_proc=args.num_proc)
     folders = sorted({e.cell_class for e in decoded.entries})
     labels = [folders.index(e.cell_class) for e in decoded.entries]
-    found = dedup.find_duplicates(decoded.prints, labels=labels, num_proc=args.num_proc)
-    shared = fields.find_fields(decoded.prints, found.pairs, num_proc=args.num_proc)
+    grouped = group_images(decoded.sigs, labels=labels, num_proc=args.num_proc)
+    found, shared = grouped.duplicates, grouped.fields
     report = Path(args.report)
     if report.exists() and not is_dedup_report(report):
         raise HemaError(f"{report} exists and is not a dedup report: refusing to overwrite it; choose another --report")
@@ -65,19 +65,19 @@ def _cmd_dedup(args: argparse.Namespace) -> None:
 
 
 def _cmd_download(args: argparse.Namespace) -> None:
-    from hema.download import download_acevedo20, download_mll23
+    from hema.dataset.sources import acevedo20, mll23
 
     if args.source == "acevedo20":
-        out = download_acevedo20(Path(args.output_dir), base_url=args.mendeley_url)
+        out = acevedo20.download(Path(args.output_dir), base_url=args.mendeley_url)
     else:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-        out = download_mll23(Path(args.output_dir), classes, base_url=args.zenodo_url)
+        out = mll23.download(Path(args.output_dir), classes, base_url=args.zenodo_url)
     print(f"{args.source} raw class folders are in {out}; next: "
           f"hema-dataset build --source {args.source} --data-dir {out} --output-dir OUT")
 
 
 def _cmd_push(args: argparse.Namespace) -> None:
-    from hema.hub import resolve_token
+    from hema.base.hub import resolve_token
 
     url = push_build(Path(args.output_dir), args.repo_id, token=resolve_token(args.token), private=args.private,
                      revision=args.revision)

@@ -19,16 +19,16 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in hema.cli.train: idle OpenMP threads must not spin
 
+from hema.base.errors import HemaError  # noqa: E402
+from hema.base.published import DEFAULT_CONFIG, LABEL_COLUMNS  # noqa: E402
 from hema.cli import run  # noqa: E402
-from hema.errors import HemaError  # noqa: E402
-from hema.views import DEFAULT_CONFIG, VIEWS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model folder or Hub id of an image-classification model")
     p.add_argument("--dataset", required=True, help="built folder or Hub id of a dataset with the model's classes")
-    p.add_argument("--dataset-config", default=DEFAULT_CONFIG, help=" | ".join(VIEWS))
+    p.add_argument("--dataset-config", default=DEFAULT_CONFIG, help=" | ".join(LABEL_COLUMNS))
     p.add_argument("--split", default="test")
     p.add_argument("--label-column", help="ClassLabel column (default: the config's)")
     p.add_argument("--no-match-field", dest="match_field", action="store_false",
@@ -49,19 +49,20 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 def evaluate_model(args: argparse.Namespace) -> None:
     import torch
 
-    from hema import evaluation, model_folder, training
+    from hema.model import classifier, data, evaluation
+    from hema.model import folder as model_folder
 
     folder = Path(args.model).expanduser()
     if args.update_card and not folder.is_dir():
         raise HemaError(f"--update-card needs a local model folder; {args.model} is not one")
     token = None
     if args.push_to_hub:
-        from hema import hub
+        from hema.base import hub
 
         token = hub.resolve_token(args.token)
         hub.check_write_access(args.push_to_hub, token, repo_type="model")
-    loaded = training.load_trained(args.model)
-    split = evaluation.open_split(args.dataset, args.dataset_config, args.split, args.label_column)
+    loaded = classifier.load_trained(args.model)
+    split = data.open_split(args.dataset, args.dataset_config, args.split, args.label_column)
     evaluation.check_classes(loaded.class_names, split)
     colour = getattr(loaded.model.config, evaluation.COLOUR_ATTRIBUTE, None)
     if args.stain_standardise and colour is None:
@@ -73,17 +74,31 @@ def evaluate_model(args: argparse.Namespace) -> None:
         compare_field=args.compare_field,
         stain_target=evaluation.ChannelStats(**colour) if args.stain_standardise else None, device=device,
     )
-    print(evaluation.describe(result))
+    print(describe(result))
     if args.update_card:
         model_folder.add_evaluation(folder, result)
         print(f"added to {folder / 'README.md'} and {folder / 'all_results.json'}")
     if args.push_to_hub:
-        from hema import hub
+        from hema.base import hub
 
         url = hub.push_folder(folder, args.push_to_hub, repo_type="model", token=token,
                               commit_message=f"hema-evaluate: {split.name} macro-F1 {result['macro_f1']:.4f}",
                               ignore_patterns=model_folder.PUSH_IGNORE)
         print(f"pushed: {url}")
+
+
+def describe(result: dict) -> str:
+    """The evaluation as a table for the terminal."""
+    lines = [
+        f"{result['dataset_name']} ({result['dataset']}, config {result['config']}, split {result['split']}): "
+        f"{result['images']:,} images, field of view "
+        + (f"matched (centre {result['crop_fraction']:.0%})" if result["field_matched"] else "as stored"),
+        "  " + "  ".join(f"{k} {result[k]:.4f}" for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "ece")),
+        f"  {'class':<34} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>8}",
+    ]
+    lines += [f"  {r['class']:<34} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['f1']:>6.3f} {r['support']:>8}"
+              for r in result["per_class"]]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from hema.cli import run
-from hema.errors import HemaError
+from hema.base.errors import HemaError
 
 SPACE_DIR = Path(__file__).resolve().parents[2] / "space"  # the checkout's space/
 EXAMPLE_SIDE = 128  # pixels: small files; the model resizes to its own input size anyway
@@ -29,8 +29,8 @@ EXAMPLES_PER_CLASS = 2
 
 
 def _cmd_examples(args: argparse.Namespace) -> None:
-    from hema.imaging import encode_stored
-    from hema.sample import iter_sample_files
+    from hema.base.imaging import encode_stored
+    from hema.synthetic.painter import iter_sample_files
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def _cmd_examples(args: argparse.Namespace) -> None:
 
 
 def _cmd_push(args: argparse.Namespace) -> None:
-    from hema import hub
+    from hema.base import hub
 
     source = Path(args.space_dir)
     if not (source / "app.py").is_file() or not (source / "README.md").is_file():

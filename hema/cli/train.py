@@ -9,7 +9,7 @@ train_vit.py runs this same script):
   accelerate launch train_vit.py --dataset ORG/mll23 --model google/vit-base-patch16-224-in21k \\
       --output-dir OUT [--dataset-config default|deduplicated|harmonised] [--push-to-hub ORG/NAME]
 
-Images are decoded once into a uint8 cache and augmented on the training device (hema.fastdata);
+Images are decoded once into a uint8 cache and augmented on the training device (hema.model.inputs);
 validation runs every --eval-every steps and the best checkpoint by validation macro-F1 is the one
 that is saved, tested once on the test split, and pushed.
 """
@@ -17,6 +17,7 @@ that is saved, tested once on the test split, and pushed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
@@ -29,9 +30,8 @@ from pathlib import Path
 # work. Waiting passively avoids that. Set before torch loads; an explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hema.configs import VIT_TINY_DEMO  # noqa: E402  (after the OpenMP setting: these import no torch)
-from hema.metrics import CELL_CLASSIFICATION  # noqa: E402
-from hema.views import DEFAULT_CONFIG, VIEWS  # noqa: E402
+from hema.base.published import DEFAULT_CONFIG, LABEL_COLUMNS, label_column  # noqa: E402  (after the OpenMP setting)
+from hema.model.configs import VIT_TINY_DEMO  # noqa: E402
 
 DEMO_PER_CLASS = 40  # images per class in the demo's synthetic sample
 
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--dataset", help="Hub dataset id or local built folder (default: the demo's synthetic sample)")
-    d.add_argument("--dataset-config", default=DEFAULT_CONFIG, help=" | ".join(VIEWS))
+    d.add_argument("--dataset-config", default=DEFAULT_CONFIG, help=" | ".join(LABEL_COLUMNS))
     d.add_argument("--label-column", help="ClassLabel column (default: the config's, e.g. harmonised_label for harmonised)")
     d.add_argument("--image-column", default="image")
     d.add_argument("--eval-dataset", action="append", default=[], metavar="SOURCE",
@@ -108,8 +108,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     if args.model is None:
         args.model = "google/vit-base-patch16-224-in21k"
     if args.label_column is None:
-        view = VIEWS.get(args.dataset_config)
-        args.label_column = view.label_column if view else "label"
+        args.label_column = label_column(args.dataset_config)
     return args
 
 
@@ -127,10 +126,13 @@ def train(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    from hema import calibration, checkpoints, evaluation, fastdata, model_folder, train_data, training
-    from hema.cache import cache_root
-    from hema.errors import HemaError
-    from hema.model_folder import SUMMARY_METRICS
+    from hema.base.cache import cache_root
+    from hema.base.errors import HemaError
+    from hema.base.published import dataset_facts
+    from hema.cli.demo import demo_dataset
+    from hema.model import checkpoints, classifier, data, evaluation, inputs, optimisation
+    from hema.model import folder as model_folder
+    from hema.model.evaluation import SUMMARY_METRICS
 
     if args.output_dir is None:
         raise HemaError("--output-dir is required with --dataset")
@@ -158,7 +160,7 @@ def train(args: argparse.Namespace) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     token = None
     if args.push_to_hub:  # before any work that a rejected token would waste
-        from hema import hub
+        from hema.base import hub
 
         token = hub.resolve_token(args.token)
         if accelerator.is_main_process:
@@ -167,30 +169,29 @@ def train(args: argparse.Namespace) -> None:
 
     # ---- data: the splits, their class names, and each split decoded once into the uint8 cache
     with accelerator.local_main_process_first():  # one process per machine draws, builds and decodes
-        source = train_data.demo_dataset(DEMO_PER_CLASS) if args.demo else args.dataset
-        splits, class_names = train_data.load_splits(source, args.dataset_config, args.label_column,
-                                                     args.image_column)
+        source = demo_dataset(DEMO_PER_CLASS) if args.demo else args.dataset
+        splits, class_names = data.load_splits(source, args.dataset_config, args.label_column, args.image_column)
         # Other datasets to test on: opened and checked now, so a class mismatch stops before any training.
-        others = [evaluation.open_split(s, args.dataset_config, "test", args.label_column) for s in args.eval_dataset]
+        others = [data.open_split(s, args.dataset_config, "test", args.label_column) for s in args.eval_dataset]
     for other in others:
         evaluation.check_classes(class_names, other)
-    loaded = training.load_model(args.model, class_names, args.image_size)
+    loaded = classifier.load_model(args.model, class_names, args.image_size)
     for note in loaded.notes:
         say(f"model: {note}")
     model = loaded.model
     image_size = loaded.image_size
     cache_dir = Path(args.cache_dir) if args.cache_dir else cache_root() / "decoded"
     with accelerator.local_main_process_first():
-        arrays = {s: fastdata.decoded_images(ds, args.image_column, image_size, cache_dir) for s, ds in splits.items()}
+        arrays = {s: inputs.decoded_images(ds, args.image_column, image_size, cache_dir) for s, ds in splits.items()}
     labels = {s: np.asarray(ds[args.label_column], dtype=np.int64) for s, ds in splits.items()}
     device = accelerator.device
-    images = {s: fastdata.DeviceImages(a, device) for s, a in arrays.items()}
+    images = {s: inputs.DeviceImages(a, device) for s, a in arrays.items()}
     targets = {s: torch.as_tensor(v, device=device) for s, v in labels.items()}
-    transform = fastdata.BatchTransform(loaded.image_mean, loaded.image_std)
+    transform = inputs.BatchTransform(loaded.image_mean, loaded.image_std)
     num_classes = len(class_names)
 
-    row_weights = training.balanced_row_weights(labels["train"], num_classes) if args.balanced_sampler else None
-    sampler = fastdata.EpochSampler(len(labels["train"]), args.seed, row_weights)
+    row_weights = optimisation.balanced_row_weights(labels["train"], num_classes) if args.balanced_sampler else None
+    sampler = inputs.EpochSampler(len(labels["train"]), args.seed, row_weights)
     if len(labels["train"]) < args.batch_size * accelerator.num_processes:
         raise HemaError(f"the training split has {len(labels['train'])} images, fewer than one batch "
                         f"({args.batch_size} x {accelerator.num_processes} processes): lower --batch-size")
@@ -206,32 +207,28 @@ def train(args: argparse.Namespace) -> None:
     max_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
     eval_every = args.eval_every or steps_per_epoch
     checkpoint_every = args.checkpoint_every or eval_every
-    loss_weights = training.class_weights(labels["train"], num_classes, args.class_weighting)
+    loss_weights = optimisation.class_weights(labels["train"], num_classes, args.class_weighting)
     loss_weights = None if loss_weights is None else loss_weights.to(device)
 
-    net = training.classifier_module(model)
-    optimizer = training.make_optimizer(net, args.learning_rate, args.weight_decay)
+    net = classifier.classifier_module(model)
+    optimizer = optimisation.make_optimizer(net, args.learning_rate, args.weight_decay)
     # The prepared scheduler steps once per process per optimiser step, hence the factor.
     scheduler = get_scheduler("cosine", optimizer,
                               num_warmup_steps=round(args.warmup_ratio * max_steps) * accelerator.num_processes,
                               num_training_steps=max_steps * accelerator.num_processes)
     net, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
-    metric = load_metric()
 
-    run_config = resolved_config(args, image_size=image_size, max_steps=max_steps, eval_every=eval_every,
-                                 checkpoint_every=checkpoint_every, accelerator=accelerator, compiled=compile_model)
-    accelerator.init_trackers("train_vit", config=tracker_config(run_config))
+    training_args = resolved_options(args, image_size=image_size, max_steps=max_steps, eval_every=eval_every,
+                                     checkpoint_every=checkpoint_every, accelerator=accelerator, compiled=compile_model)
+    accelerator.init_trackers("train_vit", config=tracker_config(training_args))
 
-    made_with = {"image_size": image_size, "class_names": list(class_names)}  # a checkpoint must match
-    state = {"completed_steps": 0, "best_macro_f1": -1.0, "best_step": 0, "train_seconds": 0.0,
-             "best_validation": None, **made_with}
+    state = checkpoints.TrainingState(image_size=image_size, class_names=list(class_names))
     best_weights = None
     if checkpoint is None and args.resume_from_checkpoint == "auto":
         say(f"--resume-from-checkpoint auto: no checkpoint in {out / checkpoints.CHECKPOINTS}, starting afresh")
     if checkpoint is not None:
-        state, best_weights = checkpoints.load(accelerator, checkpoint, made_with)
-        state.update(made_with)
-        say(f"resumed from {checkpoint} at step {state['completed_steps']}")
+        state, best_weights = checkpoints.load(accelerator, checkpoint, state)
+        say(f"resumed from {checkpoint} at step {state.completed_steps}")
 
     def evaluate(split: str) -> dict:
         """Metrics of the current weights on a split, from all processes' predictions."""
@@ -248,40 +245,38 @@ def train(args: argparse.Namespace) -> None:
                 confidences.append(conf.cpu())
                 references.append(ref.cpu())
         net.train()
-        predicted, truth = torch.cat(predictions), torch.cat(references)
-        bins = calibration.reliability(torch.cat(confidences).numpy(), (predicted == truth).numpy())
-        return {**metric.compute(predictions=predicted, references=truth, class_names=list(class_names)),
-                "ece": bins.ece, "reliability": vars(bins)}
+        return evaluation.classification_scores(torch.cat(predictions).numpy(), torch.cat(confidences).numpy(),
+                                                torch.cat(references).numpy(), class_names)
 
     say(f"training on {len(labels['train']):,} images ({len(labels['validation']):,} validation, "
         f"{len(labels['test']):,} test), {num_classes} classes, {max_steps} steps of "
         f"{args.batch_size} x {accelerator.num_processes} x {args.gradient_accumulation_steps} images, "
         f"{image_size}px, on {describe_hardware(accelerator)}")
-    progress = tqdm(total=max_steps, initial=state["completed_steps"], desc="train",
+    progress = tqdm(total=max_steps, initial=state.completed_steps, desc="train",
                     disable=not accelerator.is_local_main_process)
     net.train()
-    started = time.perf_counter() - state["train_seconds"]
+    started = time.perf_counter() - state.train_seconds
     window_loss, window_batches = torch.zeros((), device=device), 0
-    epoch = state["completed_steps"] // steps_per_epoch
-    while state["completed_steps"] < max_steps:
+    epoch = state.completed_steps // steps_per_epoch
+    while state.completed_steps < max_steps:
         train_dl.set_epoch(epoch)
         # A resumed run replays the epoch's order and skips the batches it had done.
-        skip = (state["completed_steps"] - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+        skip = (state.completed_steps - epoch * steps_per_epoch) * args.gradient_accumulation_steps
         batches = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
         for position, rows in enumerate(batches, start=skip):
             # Augmentation randomness is a function of (seed, epoch, batch, process): replayable.
-            generator = fastdata.batch_generator(args.seed, epoch, position, accelerator.process_index)
+            generator = inputs.batch_generator(args.seed, epoch, position, accelerator.process_index)
             with accelerator.accumulate(net):
                 pixel_values = transform.train(images["train"].gather(rows), generator)
-                loss = training.training_step(
+                loss = optimisation.training_step(
                     accelerator, net, optimizer, scheduler, pixel_values, targets["train"][rows.to(device)],
                     loss_weights, args.label_smoothing, args.max_grad_norm)
             window_loss += loss
             window_batches += 1
             if not accelerator.sync_gradients:
                 continue
-            state["completed_steps"] += 1
-            step = state["completed_steps"]
+            state.completed_steps += 1
+            step = state.completed_steps
             progress.update(1)
             if step % args.logging_steps == 0 or step == max_steps:
                 mean_loss = accelerator.reduce(window_loss / window_batches, "mean").item()
@@ -292,27 +287,28 @@ def train(args: argparse.Namespace) -> None:
                 scores = evaluate("validation")
                 accelerator.log({f"validation/{k}": scores[k] for k in SUMMARY_METRICS}, step=step)
                 say(f"step {step}: validation " + summary(scores))
-                if scores["macro_f1"] > state["best_macro_f1"]:
-                    state.update(best_macro_f1=scores["macro_f1"], best_step=step,
-                                 best_validation={k: scores[k] for k in SUMMARY_METRICS})
+                if scores["macro_f1"] > state.best_macro_f1:
+                    state.best_macro_f1, state.best_step = scores["macro_f1"], step
+                    state.best_validation = {k: scores[k] for k in SUMMARY_METRICS}
                     best_weights = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(accelerator, net).state_dict().items()}
             if step % checkpoint_every == 0 and step < max_steps:
-                state["train_seconds"] = time.perf_counter() - started
+                state.train_seconds = time.perf_counter() - started
                 checkpoints.save(accelerator, out, state, best_weights, args.checkpoints_total_limit)
             if step >= max_steps:
                 break
         epoch += 1
     progress.close()
-    state["train_seconds"] = time.perf_counter() - started
+    state.train_seconds = time.perf_counter() - started
 
     # ---- the best weights, tested once, written as the model folder (and pushed)
     unwrap(accelerator, net).load_state_dict(best_weights)
     test = evaluate("test")
-    say(f"test (best validation step {state['best_step']}): " + summary(test))
+    say(f"test (best validation step {state.best_step}): " + summary(test))
     if accelerator.is_main_process:
         trained = unwrap(accelerator, net)
+        facts = dataset_facts(source)
         # Saved in config.json, so that any later evaluation can match the field of view and the stain.
-        field = evaluation.field_of_view_um(source, splits["train"])
+        field = data.field_of_view_um(facts, splits["train"])
         colour = evaluation.ChannelStats.of(arrays["train"])
         setattr(trained.config, evaluation.FIELD_ATTRIBUTE, field)
         setattr(trained.config, evaluation.COLOUR_ATTRIBUTE, vars(colour))
@@ -325,12 +321,12 @@ def train(args: argparse.Namespace) -> None:
                                       device=str(accelerator.device))
             evaluations.append(result)
             say(f"{other.name} ({other.split}): " + summary(result) + f", ECE {result['ece']:.4f}")
-        model_folder.write(out, model=trained, loaded=loaded, run_config=run_config, state=state,
-                           test=test, class_names=class_names, hardware=describe_hardware(accelerator),
-                           dataset_source=source, evaluations=evaluations)
+        card = card_inputs(args, out, trained, loaded, facts, state, test, training_args, evaluations,
+                           describe_hardware(accelerator))
+        model_folder.write(out, model=trained, state=state, test=test, card=card, training_args=training_args)
         say(f"model folder: {out}")
         if args.push_to_hub:
-            from hema import hub
+            from hema.base import hub
 
             url = hub.push_folder(out, args.push_to_hub, repo_type="model", token=token, private=args.hub_private,
                                   commit_message=f"train_vit.py: test macro-F1 {test['macro_f1']:.4f}",
@@ -341,7 +337,7 @@ def train(args: argparse.Namespace) -> None:
 
 
 def summary(scores: dict) -> str:
-    from hema.model_folder import SUMMARY_METRICS
+    from hema.model.evaluation import SUMMARY_METRICS
 
     return ", ".join(f"{k} {scores[k]:.4f}" for k in SUMMARY_METRICS)
 
@@ -352,7 +348,7 @@ def unwrap(accelerator, net):
 
 
 def check_options(args: argparse.Namespace) -> None:
-    from hema.errors import HemaError
+    from hema.base.errors import HemaError
 
     positive = ("batch_size", "gradient_accumulation_steps", "logging_steps", "checkpoints_total_limit",
                 "max_steps", "eval_every", "checkpoint_every", "eval_batch_size", "image_size")
@@ -369,7 +365,7 @@ def check_options(args: argparse.Namespace) -> None:
 def trackers(report_to: str) -> list[str] | None:
     from accelerate.utils import is_tensorboard_available
 
-    from hema.errors import HemaError
+    from hema.base.errors import HemaError
 
     if report_to == "none" or (report_to == "auto" and not is_tensorboard_available()):
         return None
@@ -378,20 +374,35 @@ def trackers(report_to: str) -> list[str] | None:
     return ["tensorboard"]
 
 
-def load_metric():
-    import evaluate
-
-    return evaluate.load(str(CELL_CLASSIFICATION), keep_in_memory=True)
-
-
-def resolved_config(args: argparse.Namespace, **resolved) -> dict:
+def resolved_options(args: argparse.Namespace, **resolved) -> dict:
     """What training_args.json records: every option as used (the token never), plus derived values."""
     accelerator = resolved.pop("accelerator")
-    config = {k: v for k, v in vars(args).items() if k != "token"}
-    config.update(resolved, num_processes=accelerator.num_processes,
-                  mixed_precision=accelerator.mixed_precision,
-                  total_batch_size=args.batch_size * accelerator.num_processes * args.gradient_accumulation_steps)
-    return config
+    options = {k: v for k, v in vars(args).items() if k != "token"}
+    options.update(resolved, num_processes=accelerator.num_processes,
+                   mixed_precision=accelerator.mixed_precision,
+                   total_batch_size=args.batch_size * accelerator.num_processes * args.gradient_accumulation_steps)
+    return options
+
+
+def card_inputs(args: argparse.Namespace, out: Path, model, loaded, facts, state, test: dict, options: dict,
+                evaluations: list[dict], hardware: str):
+    """What the model card says, typed: the run's recipe as it was used, and the lineage of the
+    classes trained on (the harmonised ones', or the training source's own)."""
+    from hema.base.taxonomy import HARMONISED_LINEAGE
+    from hema.dataset import BUILDERS
+    from hema.model import card
+
+    source = BUILDERS.get(facts.source)
+    lineage = HARMONISED_LINEAGE if args.label_column == "harmonised_label" else (source.SOURCE.lineage if source else {})
+    recipe = card.TrainingRecipe(**{f.name: options[f.name] for f in dataclasses.fields(card.TrainingRecipe)})
+    return card.CardInputs(
+        model_id=args.push_to_hub or str(out), architecture=card.architecture(model.config), dataset=facts,
+        dataset_config=args.dataset_config, label_column=args.label_column, lineage=lineage,
+        origin=card.origin(loaded), base_model=loaded.base_model, image_size=loaded.image_size,
+        image_mean=loaded.image_mean, image_std=loaded.image_std, test=test, validation=state.best_validation,
+        best_step=state.best_step, recipe=recipe, training_time=f"{state.train_seconds / 60:.1f} minutes",
+        hardware=hardware, evaluations=evaluations,
+    )
 
 
 def tracker_config(config: dict) -> dict:
