@@ -4,6 +4,7 @@ Started the way a Space starts it, `python app.py`. The model comes from $HEMA_M
 model folder written by hema-train), else from the first entry of `models:` in this Space's README;
 the port from Gradio's own $GRADIO_SERVER_PORT. The model's test scores come from its card (macro-F1,
 from the model-index) and its all_results.json (the F1 of the predicted class). Research use only: never for diagnosis.
+A second tab is the leaderboard of hema-benchmark's results dataset (leaderboard.py says where it comes from).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import gradio as gr
+import leaderboard  # space/leaderboard.py, beside this file
 import yaml
 from PIL import Image, UnidentifiedImageError
 from transformers import pipeline
@@ -68,6 +70,7 @@ def model_scores(model: str) -> dict:
 MODEL = model_id()
 CLASSIFIER = pipeline("image-classification", model=MODEL)
 SCORES = model_scores(MODEL)
+RESULTS_SOURCE = leaderboard.results_source(HERE / "README.md")
 
 
 # One folder for the CSV tables, for the life of the app (not one per request), removed when it stops:
@@ -148,23 +151,45 @@ def describe_model() -> str:
     return f"Model: `{MODEL}` ({scored}; macro-F1 averages the F1 of every class alike, as the classes are very unequal)."
 
 
+def show_board(protocol: str | None):
+    """The leaderboard under `protocol`, read afresh from the results dataset, and the line above it."""
+    results = leaderboard.load_results(RESULTS_SOURCE)
+    if results is None:
+        where = f"`{RESULTS_SOURCE}`" if RESULTS_SOURCE else "no results dataset configured (set HEMA_RESULTS)"
+        return gr.update(choices=[], value=None), None, f"No benchmark results to show: {where}."
+    choices = leaderboard.protocols_in(results)
+    protocol = protocol if protocol in [p for _, p in choices] else next(
+        (p for _, p in choices if p == "fixed_split"), choices[0][1])
+    note = (f"Frozen-feature scores from `{RESULTS_SOURCE}` (hema-benchmark): macro-F1 with its 95 % interval "
+            "(a bootstrap over smear-field groups), the latest run of each backbone; group-aware folds keep "
+            "duplicates and crops of one field on one side, image-level folds (the usual protocol) do not.")
+    return gr.update(choices=choices, value=protocol), leaderboard.board(results, protocol), note
+
+
 with gr.Blocks(title="Blood-cell classifier") as demo:
     gr.Markdown("# Blood-cell classifier\nUpload single-cell images of a peripheral-blood smear; see the most likely classes.")
     gr.Markdown(NOTICE, elem_id="notice")
-    gr.Markdown(describe_model(), elem_id="model")
-    with gr.Row():
-        with gr.Column():
-            files = gr.File(label="Cell images (TIF, PNG, JPEG); several at once give a table",
-                            file_count="multiple", type="filepath", elem_id="upload")
-            if EXAMPLES:
-                gr.Examples([[[str(p)]] for p in EXAMPLES], inputs=files, label="Examples (synthetic cells)")
-        with gr.Column():
-            top = gr.Markdown(elem_id="top-class")
-            label = gr.Label(num_top_classes=TOP_K, label="Top 3 classes", elem_id="top-classes")
-            problems = gr.Markdown(elem_id="problems")
-    table = gr.Dataframe(label="All images", interactive=False, elem_id="table")
-    download = gr.File(label="Download the table (CSV)", elem_id="csv")
-    files.change(classify, inputs=files, outputs=[label, top, table, download, problems])
+    with gr.Tab("Classify", elem_id="classify-tab"):
+        gr.Markdown(describe_model(), elem_id="model")
+        with gr.Row():
+            with gr.Column():
+                files = gr.File(label="Cell images (TIF, PNG, JPEG); several at once give a table",
+                                file_count="multiple", type="filepath", elem_id="upload")
+                if EXAMPLES:
+                    gr.Examples([[[str(p)]] for p in EXAMPLES], inputs=files, label="Examples (synthetic cells)")
+            with gr.Column():
+                top = gr.Markdown(elem_id="top-class")
+                label = gr.Label(num_top_classes=TOP_K, label="Top 3 classes", elem_id="top-classes")
+                problems = gr.Markdown(elem_id="problems")
+        table = gr.Dataframe(label="All images", interactive=False, elem_id="table")
+        download = gr.File(label="Download the table (CSV)", elem_id="csv")
+        files.change(classify, inputs=files, outputs=[label, top, table, download, problems])
+    with gr.Tab("Backbone leaderboard", elem_id="leaderboard-tab") as board_tab:
+        board_note = gr.Markdown(elem_id="leaderboard-note")
+        protocol = gr.Dropdown(label="Protocol", choices=[], elem_id="leaderboard-protocol")
+        board = gr.Dataframe(label="Backbones on frozen features", interactive=False, elem_id="leaderboard")
+        board_tab.select(show_board, inputs=protocol, outputs=[protocol, board, board_note])
+        protocol.input(show_board, inputs=protocol, outputs=[protocol, board, board_note])
 
 if __name__ == "__main__":
     demo.launch()

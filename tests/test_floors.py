@@ -2,7 +2,7 @@
 
 .venv-floors is made by tests/envs/make.sh from constraints-floors.txt (every floor, exactly). In it,
 as separate processes like a user's: draw the sample, build it, load and stream every config, train
-3 steps and classify a cell with transformers' pipeline.
+3 steps, classify a cell with transformers' pipeline and score the model's frozen features.
 """
 
 from __future__ import annotations
@@ -71,3 +71,10 @@ def test_floors_install_build_load_train_and_classify(tmp_path: Path) -> None:
                             str(model), str(cell), env=env))
     names = json.loads((model / "config.json").read_text())["id2label"].values()
     assert len(top) == 3 and all(p["label"] in names for p in top)
+
+    scores = tmp_path / "scores"  # the trained model as a frozen backbone: scikit-learn's floor fits every classifier
+    floors("-m", "hema.cli.benchmark", "--backbone", str(model), "--dataset", str(built), "--protocols", "fixed,cv",
+           "--folds", "3", "--bootstrap", "20", "--output-dir", str(scores), env=env)
+    rows = json.loads((scores / "results.json").read_text())
+    assert {(r["protocol"], r["classifier"]) for r in rows if r["metric"] == "macro_f1"} == {
+        (p, c) for p in ("fixed_split", "cv_image", "cv_group", "cv_leakage") for c in ("knn1", "knn20", "knn20_cosine", "probe")}

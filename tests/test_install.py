@@ -85,3 +85,7 @@ def test_console_scripts_give_one_line_errors(fresh_env: Path, tmp_path: Path) -
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: data dir absent does not exist")
+    result = subprocess.run([str(fresh_env / "bin" / "hema-benchmark"), "--backbone", "absent/", "--dataset", "absent/"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: "), result.stderr

@@ -3,7 +3,8 @@
 Smoke mode is the notebooks' own code on small inputs: the synthetic sample, built with hema_dataset and
 pushed with `hema_dataset.py push` to the local Hub emulator as hema-org/mll23. 01 explores it, 02 trains
 the tiny demo ViT for a few steps with train_vit.py and pushes it as hema-org/vit-mll23-demo, 03 pulls that
-model back through `pipeline`. Each notebook runs in a fresh kernel of this interpreter (whatever kernels
+model back through `pipeline`, 04 tests a model trained on one build on another, 05 scores the tiny ViT's frozen
+features on the pushed sample and a second build. Each notebook runs in a fresh kernel of this interpreter (whatever kernels
 the machine has installed), whose environment points huggingface_hub, datasets and transformers at the
 emulator before they are imported; its working directory is a temporary folder, so nothing is written
 into the checkout.
@@ -29,7 +30,7 @@ from nbclient.exceptions import CellExecutionError
 from tests.conftest import REPO_ROOT, HubRunner, token_leaks
 from tests.hub_emulator import HubEmulator
 
-NOTEBOOKS = ("01_explore_mll23", "02_finetune_vit", "03_classify_cells", "04_does_it_transfer")
+NOTEBOOKS = ("01_explore_mll23", "02_finetune_vit", "03_classify_cells", "04_does_it_transfer", "05_benchmark_backbones")
 DATASET_ID = "hema-org/mll23"
 MODEL_ID = "hema-org/vit-mll23-demo"
 #: The badge links to this very notebook on the main branch of the project's GitHub repository.

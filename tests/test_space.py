@@ -48,8 +48,31 @@ def trained_model(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out
 
 
+@pytest.fixture(scope="module")
+def results_dataset(built: Path, trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local copy of a results dataset: two pushes of hema-benchmark's rows for two backbones, the later
+    one a rerun of the trained model (which must replace its earlier row on the board)."""
+    from transformers import ViTConfig, ViTModel
+
+    from hema.benchmark import results
+    from hema.cli import benchmark as benchmark_cli
+
+    root = tmp_path_factory.mktemp("results")
+    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64), add_pooling_layer=False).save_pretrained(root / "random-vit")
+    dataset = root / "hema-org--blood-cell-benchmark"
+    for run, backbones in enumerate(([trained_model, root / "random-vit"], [trained_model])):
+        argv = [a for b in backbones for a in ("--backbone", str(b))]  # the rerun draws other bootstrap samples
+        assert benchmark_cli.main([*argv, "--dataset", str(built), "--protocols", "fixed,cv", "--bootstrap", "50",
+                                   "--seed", str(run),
+                                   "--output-dir", str(root / f"out{run}"), "--cache-dir", str(root / "cache")]) == 0
+        results.add_to_results_dataset(dataset, results.read_rows(root / f"out{run}" / results.RESULTS_JSON),
+                                       "hema-org/blood-cell-benchmark")
+    return dataset
+
+
 @pytest.fixture
-def app(trained_model: Path, tmp_path: Path):
+def app(trained_model: Path, results_dataset: Path, tmp_path: Path):
     """`python app.py` with HEMA_MODEL and GRADIO_SERVER_PORT set, as a Space runs it; its URL once it serves."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,7 +80,7 @@ def app(trained_model: Path, tmp_path: Path):
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | {
-        "HEMA_MODEL": str(trained_model), "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+        "HEMA_MODEL": str(trained_model), "HEMA_RESULTS": str(results_dataset), "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
         "PYTHONUNBUFFERED": "1", "TMPDIR": str(temp),
     }
@@ -139,6 +162,44 @@ def test_uploading_a_cell_in_chromium_shows_the_models_top_class(app: str, train
         driver.quit()
 
 
+@needs_browser
+def test_the_leaderboard_tab_shows_the_latest_benchmark_scores_best_first(app: str, results_dataset: Path,
+                                                                         tmp_path: Path) -> None:
+    import pandas as pd
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    pushed = pd.concat([pd.read_parquet(f) for f in sorted(results_dataset.glob("data/*.parquet"))])
+    latest = pushed.drop_duplicates(["backbone", "protocol", "classifier", "metric"], keep="last")
+    fixed = latest[(latest.protocol == "fixed_split") & (latest.metric == "macro_f1")].sort_values("value", ascending=False)
+    assert len(fixed) == 8 and set(fixed.backbone) == {"model", "random-vit"}  # 2 backbones x 4 classifiers
+    first = pushed.drop_duplicates(["backbone", "protocol", "classifier", "metric"], keep="first")
+    assert list(first[first.backbone == "model"].interval_low) != list(latest[latest.backbone == "model"].interval_low)
+    driver = browser(tmp_path)
+    try:
+        driver.get(app)
+        wait = WebDriverWait(driver, 120)
+        tab = wait.until(seen.element_to_be_clickable((By.XPATH, "//button[@role='tab'][contains(., 'leaderboard')]")))
+        tab.click()
+        wait.until(seen.text_to_be_present_in_element((By.ID, "leaderboard-note"), "group-aware folds"))
+        wait.until(seen.text_to_be_present_in_element((By.ID, "leaderboard"), "random-vit"))
+        shown = [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "[role=gridcell]")]
+                 for row in driver.find_elements(By.CSS_SELECTOR, "#leaderboard [role=row].virtual-row")]
+        assert [(r[0], r[3], r[5], r[6]) for r in shown] == [
+            (b, c, _shown(v), f"{lo:.3f} – {hi:.3f}")
+            for b, c, v, lo, hi in zip(fixed.backbone, fixed.classifier, fixed.value, fixed.interval_low, fixed.interval_high)
+        ]  # one row per backbone and classifier, the rerun's interval, best first
+        assert "Traceback" not in driver.page_source
+    finally:
+        driver.quit()
+
+
+def _shown(value: float) -> str:
+    """A rounded float as the page prints it (0.3, not 0.300)."""
+    return f"{round(value, 3):.3f}".rstrip("0").rstrip(".")
+
+
 def test_hema_space_push_publishes_the_space_serving_the_model(run_with_hub, hub) -> None:
     code = ("import sys; from hema.cli.space import main; "
             "sys.exit(main(['push', '--model', 'hema-org/vit-cells', '--space', 'hema-org/blood-cells']))")
@@ -146,7 +207,7 @@ def test_hema_space_push_publishes_the_space_serving_the_model(run_with_hub, hub
     assert "hema-org/blood-cells" in result.stdout
     repo = hub.state.repos[("space", "hema-org/blood-cells")].resolve("main")
     files = set(repo.files)
-    assert {"app.py", "README.md", "requirements.txt", "examples/basophil_1.png"} <= files
+    assert {"app.py", "leaderboard.py", "README.md", "requirements.txt", "examples/basophil_1.png"} <= files
     readme = hub.state.read_object(repo.files["README.md"].sha256).decode()
     header = yaml.safe_load(readme.split("---")[1])
     assert header["models"] == ["hema-org/vit-cells"] and header["sdk"] == "gradio"

@@ -186,6 +186,30 @@ def test_cell_classification_metric_loads_offline_and_counts_every_class(monkeyp
     assert [c["support"] for c in r["per_class"]] == [2, 2, 1, 0] and r["per_class"][3]["class"] == "d"
 
 
+def confusion_oracle(pred: np.ndarray, ref: np.ndarray, classes: int) -> dict[str, float]:
+    """The headline numbers written out from one confusion matrix (the module's numpy code before it used
+    scikit-learn): macro-F1 over the classes in the references or the predictions, 0 for 0/0."""
+    confusion = np.bincount(ref * classes + pred, minlength=classes * classes).reshape(classes, classes)
+    support, predicted, hits = confusion.sum(1), confusion.sum(0), np.diag(confusion)
+    ratio = lambda a, b: np.divide(a, b, out=np.zeros(len(a)), where=b > 0)  # noqa: E731
+    precision, recall = ratio(hits, predicted), ratio(hits, support)
+    f1 = ratio(2 * precision * recall, precision + recall)
+    return {"accuracy": hits.sum() / len(ref), "balanced_accuracy": recall[support > 0].mean(),
+            "macro_f1": f1[(support > 0) | (predicted > 0)].mean(), "weighted_f1": (f1 * support).sum() / len(ref)}
+
+
+def test_cell_classification_metric_equals_the_confusion_matrix_numbers_it_had_before_scikit_learn() -> None:
+    metric = evaluate.load(str(CELL_CLASSIFICATION), keep_in_memory=True)
+    rng = np.random.default_rng(0)
+    for case in range(200):
+        classes, n = int(rng.integers(2, 19)), int(rng.integers(1, 400))
+        ref = rng.integers(0, classes, n) if case % 2 else rng.zipf(1.6, n).clip(max=classes) - 1  # imbalanced
+        pred = np.where(rng.random(n) < rng.random(), ref, rng.integers(0, classes, n))
+        got = metric.compute(predictions=pred, references=ref, num_classes=classes)
+        for name, expected in confusion_oracle(pred, ref, classes).items():
+            assert got[name] == pytest.approx(expected, abs=1e-12), (case, name)
+
+
 def test_compile_friendly_forward_matches_the_transformers_forward() -> None:
     torch.manual_seed(0)
     model = ViTForImageClassification(ViTConfig(**TINY, num_labels=5)).eval()

@@ -1,4 +1,4 @@
-"""Every figure hema publishes: beside the dataset card and beside the model card.
+"""Every figure hema publishes: beside the dataset card, the model card and a benchmark's results.
 
 matplotlib (Agg, no display) is imported on first use, not with this module: a build draws its
 figures in a child process while it writes Parquet, and the main process never needs it.
@@ -140,3 +140,34 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def benchmark_scores(rows: Sequence[dict], path: Path, metric: str = "macro_f1") -> None:
+    """Each backbone's score and 95 % interval per dataset (a panel each) and protocol x classifier."""
+    shown = [r for r in rows if r["metric"] == metric and r["protocol"] != "cv_leakage"]
+    datasets = sorted({r["dataset"] for r in shown}) or [""]
+    backbones = sorted({r["backbone"] for r in shown})
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(10, 2.2 + 2.6 * len(datasets)), dpi=110, squeeze=False)
+    for ax, dataset in zip(axes[:, 0], datasets):
+        mine = [r for r in shown if r["dataset"] == dataset]
+        columns = sorted({(r["protocol"], r["classifier"], r["shots"], r["train_dataset"]) for r in mine})
+        for k, backbone in enumerate(backbones):
+            offset = (k - (len(backbones) - 1) / 2) * 0.8 / max(len(backbones), 1)
+            for x, column in enumerate(columns):
+                row = next((r for r in mine if r["backbone"] == backbone
+                            and (r["protocol"], r["classifier"], r["shots"], r["train_dataset"]) == column), None)
+                if row is not None:
+                    ax.errorbar(x + offset, row["value"], yerr=[[row["value"] - row["interval_low"]],
+                                [row["interval_high"] - row["value"]]], fmt="o", color=f"C{k}", capsize=2,
+                                label=backbone if x == 0 else None)
+        labels = [f"{p}\n{c}" + (f" {s}-shot" if s else "") + (f"\nfrom {t}" if t != dataset else "")
+                  for p, c, s, t in columns]
+        ax.set_xticks(range(len(columns)), labels, fontsize=6, rotation=45, ha="right")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title(f"tested on {dataset}", fontsize=9)
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -133,6 +133,8 @@ def card_data(inputs: CardInputs) -> ModelCardData:
 
 
 SHIFT_BEGIN, SHIFT_END = "<!-- hema:domain-shift -->", "<!-- /hema:domain-shift -->"
+BENCHMARK_BEGIN, BENCHMARK_END = "<!-- hema:benchmark -->", "<!-- /hema:benchmark -->"
+FROZEN = "(frozen features)"  # ends the metric name of every benchmark result in the model-index
 
 
 def in_domain(inputs: CardInputs) -> dict:
@@ -178,6 +180,20 @@ def update_evaluations(card_path: Path, target: Path, base: dict, evaluations: l
     body = text[text.index("---", 3) + 3 :]
     start, end = body.find(SHIFT_BEGIN), body.find(SHIFT_END) + len(SHIFT_END)
     body = body[:start] + domain_shift_section(base, evaluations) + body[end:]
+    Path(target).write_text(f"---\n{card.data.to_yaml()}\n---{body}")
+
+
+def with_benchmark(card_path: Path, target: Path, results: list[EvalResult], section: str) -> None:
+    """Write to `target` the model card `card_path` with its frozen-feature benchmark results (model-index
+    entries and a section) replaced by `results` and `section`."""
+    card = ModelCard.load(card_path)
+    kept = [r for r in card.data.eval_results or [] if not (r.metric_name or "").endswith(FROZEN)]
+    card.data.eval_results = kept + results
+    text = str(card)
+    body = text[text.index("---", 3) + 3 :]
+    start, end = body.find(BENCHMARK_BEGIN), body.find(BENCHMARK_END)
+    block = f"{BENCHMARK_BEGIN}\n## Frozen-feature benchmark (hema-benchmark)\n\n{section.split(chr(10), 2)[-1]}\n{BENCHMARK_END}"
+    body = body[:start] + block + body[end + len(BENCHMARK_END):] if start >= 0 and end >= 0 else f"{body.rstrip()}\n\n{block}\n"
     Path(target).write_text(f"---\n{card.data.to_yaml()}\n---{body}")
 
 

@@ -132,11 +132,7 @@ def add_evaluation(folder: Path, record: dict) -> None:
     if base is None:
         raise HemaError(f"{results_path} has no in-domain test result to compare with")
     with _publishing(folder) as staging:
-        for path in folder.iterdir():
-            if path.is_file():
-                atomic.link_or_copy(path, staging / path.name)
-        for name in (*figure_names(record), results_path.name, card_path.name):
-            (staging / name).unlink(missing_ok=True)  # written anew below: never through a link into OUT
+        _link_files(folder, staging, rewritten={*figure_names(record), results_path.name, card_path.name})
         record = {**record, "figures": list(write_figures(staging, record))}
         datasets[record["dataset"]] = record
         results["datasets"] = datasets
@@ -144,3 +140,23 @@ def add_evaluation(folder: Path, record: dict) -> None:
         base_results = model_card.results_of(base["dataset"], base["dataset_name"], base["config"], "test", base)
         model_card.update_evaluations(card_path, staging / card_path.name, base, others, base_results)
         (staging / results_path.name).write_text(json.dumps(results, indent=1))
+
+
+def add_benchmark(folder: Path, results: list, section: str) -> None:
+    """Put frozen-feature benchmark results (model-index entries, a Markdown section) into a model
+    folder's card, swapped in with the folder's other files as add_evaluation does."""
+    folder = Path(folder)
+    card_path = folder / "README.md"
+    if not card_path.is_file():
+        raise HemaError(f"{folder} is not a model folder with a card (no README.md)")
+    with _publishing(folder) as staging:
+        _link_files(folder, staging, rewritten={card_path.name})
+        model_card.with_benchmark(card_path, staging / card_path.name, results, section)
+
+
+def _link_files(folder: Path, staging: Path, rewritten: set[str]) -> None:
+    """The folder's files into staging as hard links, but those to be written anew (never write
+    through a link into OUT)."""
+    for path in folder.iterdir():
+        if path.is_file() and path.name not in rewritten:
+            atomic.link_or_copy(path, staging / path.name)

@@ -58,7 +58,7 @@ def image_processor(size: int, mean: Sequence[float], std: Sequence[float]):
                              image_mean=list(mean), image_std=list(std))
 
 
-def _write_cache(dataset, image_column: str, size: int, target: Path) -> None:
+def _write_cache(dataset, image_column: str, size: int, crop: float, target: Path) -> None:
     """Decode all images of `dataset` into `target` (written under a temporary name, then renamed)."""
     from datasets import Image as ImageFeature
 
@@ -67,7 +67,7 @@ def _write_cache(dataset, image_column: str, size: int, target: Path) -> None:
     def decode_row(item: tuple[int, dict]) -> np.ndarray:
         row, cell = item
         try:
-            return decode_resized(image_cell_bytes(cell), size)
+            return decode_resized(image_cell_bytes(cell), size, crop)
         except BadImageError as exc:
             raise HemaError(f"row {row} of the dataset ({len(raw)} rows) is not a decodable image ({exc})") from None
 
@@ -83,17 +83,20 @@ def _write_cache(dataset, image_column: str, size: int, target: Path) -> None:
         del array
 
 
-def decoded_images(dataset, image_column: str, size: int, cache_dir: Path) -> np.ndarray:
-    """The split's images as an N x 3 x size x size uint8 memory map, decoded at most once.
+def decoded_images(dataset, image_column: str, size: int, cache_dir: Path, crop: float = 1.0) -> np.ndarray:
+    """The split's images as an N x 3 x size x size uint8 memory map, decoded at most once: each the
+    centre `crop` of its side (a field of view; 1: all of it), resized as the evaluation transform does.
 
-    The file name holds the dataset fingerprint (which changes with the data files and any filter) and
-    the size, so a changed dataset or image size gets its own file and an unchanged one is reused.
+    The file name holds the dataset fingerprint (which changes with the data files and any filter),
+    the size and the crop, so a changed dataset or transform gets its own file and an unchanged one
+    is reused.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{dataset._fingerprint}-{size}px.npy"
+    cropped = f"-crop{crop:.4f}" if crop < 1.0 else ""
+    target = cache_dir / f"{dataset._fingerprint}-{size}px{cropped}.npy"
     shape = (len(dataset), 3, size, size)
     if not target.exists() or np.load(target, mmap_mode="r").shape != shape:
-        _write_cache(dataset, image_column, size, target)
+        _write_cache(dataset, image_column, size, crop, target)
     return np.load(target, mmap_mode="c")  # copy-on-write: torch can wrap it, the file stays as is
 
 
