@@ -1,10 +1,16 @@
 """Benchmark `hema_dataset.py build` against the plain imagefolder route, on the same files.
 
-Two inputs:
-  --source replica  MLL23's real class counts (41,621 synthetic 288x288 TIFs, ~10 GB at full size,
-                    drawn once with hema.synthetic.painter and cached under --root; --images scales it)
-  --source real     the real Acevedo20 cells of ../shared (3,006), centre-cut to MLL23's 288 px and
-                    saved as its uncompressed TIFFs in MLL23 class folders (made once under --root)
+Three inputs:
+  --source replica      MLL23's real class counts (41,621 synthetic 288x288 TIFs, ~10 GB at full size,
+                        drawn once with hema.synthetic.painter and cached under --root; --images scales it)
+  --source real         the real Acevedo20 cells of ../shared (3,006), centre-cut to MLL23's 288 px and
+                        saved as its uncompressed TIFFs in MLL23 class folders (made once under --root)
+  --source bmc-replica  BMC's layout and size (bench/bmc_replica.py: 171,375 JPEGs at 250 px, ~1.7 GB),
+                        built with --source bmc at each of --sizes (default 41,621 and 171,375: MLL23's
+                        and BMC's), and the growth from the first size to the last: time per image of
+                        every stage of the build (its `stage` log lines: wall and CPU), peak memory and
+                        output bytes. Goals (issue 25): per-image time at the last size within 1.15x of
+                        the first for every stage, peak memory under 3 GB, build <= 1.0x the baseline.
 
 In paired runs (--repeats, alternating, each from a cold page cache when this process may drop it:
 root) it times:
@@ -27,6 +33,7 @@ Each run reports the CPU the sampler took (sampler_cpu_s), so its share stays in
   python bench/build_bench.py                                # replica, full size
   python bench/build_bench.py --source real --repeats 3      # the real cells
   python bench/build_bench.py --images 4000                  # a quicker replica, same class proportions
+  python bench/build_bench.py --source bmc-replica           # the scale table: 41,621 and 171,375 images
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import re
 import subprocess
 import sys
 import threading
@@ -50,6 +58,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from drawn_once import drawn_once  # noqa: E402
 from hema.synthetic.painter import render_cell  # noqa: E402
 from hema.dataset.sources.mll23 import CELL_CLASSES, PUBLISHED_COUNTS  # noqa: E402
 
@@ -76,29 +85,26 @@ def _draw_class(job: tuple[Path, str, int, int]) -> None:
 
 
 def ensure_replica(root: Path, total: int) -> Path:
-    replica = root / f"replica-{total}"
-    marker = replica / ".complete"
-    if marker.is_file():
-        return replica
-    shutil.rmtree(replica, ignore_errors=True)
+    return drawn_once(root / f"replica-{total}", lambda replica: _draw_replica(replica, total))
+
+
+def _draw_replica(replica: Path, total: int) -> str:
     counts = class_counts(total)
     print(f"drawing a replica of {sum(counts.values()):,} images into {replica} (once; cached)", flush=True)
     jobs = [(replica / c, c, n, 0) for c, n in sorted(counts.items(), key=lambda kv: -kv[1])]
     with multiprocessing.Pool(os.cpu_count()) as pool:
         pool.map(_draw_class, jobs, chunksize=1)
-    marker.write_text(json.dumps(counts))
-    return replica
+    return json.dumps(counts)
 
 
 def ensure_real_cells(root: Path) -> Path:
     """The real Acevedo20 cells as MLL23 would hold them: 288x288 uncompressed TIFFs in class folders."""
-    folder = root / "real-acevedo20-288"
-    marker = folder / ".complete"
-    if marker.is_file():
-        return folder
     if not ACEVEDO.is_dir():
         raise SystemExit(f"--source real needs {ACEVEDO}")
-    shutil.rmtree(folder, ignore_errors=True)
+    return drawn_once(root / "real-acevedo20-288", _cut_real_cells)
+
+
+def _cut_real_cells(folder: Path) -> str:
     paths = sorted(ACEVEDO.glob("*/*.jpg"))
     for i, path in enumerate(paths):
         rgb = np.asarray(Image.open(path).convert("RGB"))
@@ -107,8 +113,7 @@ def ensure_real_cells(root: Path) -> Path:
         target = folder / cell_class / f"{cell_class}_{i:05d}.TIF"
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb[top : top + 288, left : left + 288]).save(target, format="TIFF")
-    marker.write_text(str(len(paths)))
-    return folder
+    return str(len(paths))
 
 
 def _pss(process: psutil.Process) -> int:
@@ -161,11 +166,26 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
     sampler.join()
     cpu_after = os.times()
     sampler_cpu = cpu_after.user - cpu_before.user + cpu_after.system - cpu_before.system
+    command_cpu = (cpu_after.children_user - cpu_before.children_user
+                   + cpu_after.children_system - cpu_before.children_system)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return {"wall_s": round(wall, 1), "cold_page_cache": cold, "peak_memory_gb": round(peak / 1e9, 2),
-            "sampler_cpu_s": round(sampler_cpu, 1), "log": [
-        line for line in output.splitlines() if line.startswith(("INFO", "Built", "  duplicate")) or "rows" in line]}
+    return {"wall_s": round(wall, 1), "cpu_s": round(command_cpu, 1), "cold_page_cache": cold,
+            "peak_memory_gb": round(peak / 1e9, 2), "sampler_cpu_s": round(sampler_cpu, 1), "stages": stages(output),
+            "log": [line for line in output.splitlines()
+                    if line.startswith(("INFO", "Built", "  duplicate")) or "rows" in line]}
+
+
+STAGE = re.compile(r"stage (\w+): ([\d.]+) s wall, ([\d.]+) s CPU")
+
+
+def stages(output: str) -> dict[str, dict[str, float]]:
+    """The build's `stage NAME: W s wall, C s CPU` lines (hema.base.stages)."""
+    return {m[1]: {"wall_s": float(m[2]), "cpu_s": float(m[3])} for m in STAGE.finditer(output)}
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 BASELINE = """
@@ -179,44 +199,77 @@ print(len(ds), "rows")
 """
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", type=Path, default=Path("/tmp/hema-bench"), help="inputs and outputs (~30 GB at full size)")
-    ap.add_argument("--source", choices=["replica", "real"], default="replica")
-    ap.add_argument("--images", type=int, default=sum(PUBLISHED_COUNTS.values()), help="replica size")
-    ap.add_argument("--repeats", type=int, default=1, help="paired runs; medians are reported")
-    ap.add_argument("--num-proc", type=int, default=os.cpu_count())
-    ap.add_argument("--json", type=Path, help="also write the results here")
-    args = ap.parse_args()
-    data = ensure_real_cells(args.root) if args.source == "real" else ensure_replica(args.root, args.images)
+def run_pair(data: Path, source: str, args: argparse.Namespace) -> dict:
+    """--repeats alternating runs of the baseline and the build on `data`: every run, and their medians."""
     work = args.root / "runs"
     commands = {
         "baseline": [sys.executable, "-c", BASELINE, str(data), str(work / "hf-cache"), str(work / "out.parquet"),
                      str(args.num_proc)],
-        "build": [sys.executable, "hema_dataset.py", "build", "--data-dir", str(data),
+        "build": [sys.executable, "hema_dataset.py", "build", "--source", source, "--data-dir", str(data),
                   "--output-dir", str(work / "built"), "--num-proc", str(args.num_proc)],
     }
+    outputs = {"baseline": work / "out.parquet", "build": work / "built"}
     runs: dict[str, list[dict]] = {name: [] for name in commands}
     for _ in range(args.repeats):
         for name, cmd in commands.items():
             shutil.rmtree(work, ignore_errors=True)  # each run starts on the same disk: no earlier output to flush
             work.mkdir(parents=True)
-            runs[name].append(measure(cmd))
-            print(name, runs[name][-1], flush=True)
+            runs[name].append({**measure(cmd), "output_bytes": folder_bytes(outputs[name])})
+            print(name, {k: v for k, v in runs[name][-1].items() if k != "log"}, flush=True)
     shutil.rmtree(work, ignore_errors=True)
     ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs["baseline"], runs["build"])]
+    builds = runs["build"]
     summary = {
         "source": args.source,
-        "images": sum(1 for _ in data.glob("*/*.TIF")),
+        "images": sum(1 for p in data.rglob("*") if p.suffix.lower() in (".tif", ".jpg")),
         "cpus": os.cpu_count(),
         "repeats": args.repeats,
-        **{f"{name}_wall_s": statistics.median(r["wall_s"] for r in rs) for name, rs in runs.items()},
-        **{f"{name}_peak_memory_gb": statistics.median(r["peak_memory_gb"] for r in rs) for name, rs in runs.items()},
+        **{f"{name}_{key}": statistics.median(r[key] for r in rs) for name, rs in runs.items()
+           for key in ("wall_s", "cpu_s", "peak_memory_gb", "output_bytes")},
         "build_over_baseline": round(statistics.median(ratios), 2),
+        "stages": {stage: {key: statistics.median(r["stages"][stage][key] for r in builds) for key in ("wall_s", "cpu_s")}
+                   for stage in builds[0]["stages"]},
     }
     print(json.dumps(summary))
+    return {"summary": summary, "runs": runs}
+
+
+def growth(small: dict, large: dict) -> dict:
+    """Per-image time at the large size over that at the small, for every stage and the whole build."""
+    per_image = lambda s, seconds: seconds / s["images"]  # noqa: E731
+    table = {stage: {key: round(per_image(large, large["stages"][stage][key])
+                                / max(per_image(small, small["stages"][stage][key]), 1e-9), 2)
+                     for key in ("wall_s", "cpu_s")}
+             for stage in small["stages"]}
+    table["build"] = {key: round(per_image(large, large[f"build_{key}"]) / per_image(small, small[f"build_{key}"]), 2)
+                      for key in ("wall_s", "cpu_s")}
+    table["baseline"] = {key: round(per_image(large, large[f"baseline_{key}"])
+                                    / per_image(small, small[f"baseline_{key}"]), 2) for key in ("wall_s", "cpu_s")}
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=Path("/tmp/hema-bench"), help="inputs and outputs (~30 GB at full size)")
+    ap.add_argument("--source", choices=["replica", "real", "bmc-replica"], default="replica")
+    ap.add_argument("--images", type=int, default=sum(PUBLISHED_COUNTS.values()), help="replica size")
+    ap.add_argument("--sizes", default="41621,171375", help="bmc-replica: the sizes to build, smallest first")
+    ap.add_argument("--repeats", type=int, default=1, help="paired runs; medians are reported")
+    ap.add_argument("--num-proc", type=int, default=os.cpu_count())
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    if args.source == "bmc-replica":
+        import bmc_replica
+
+        results = {int(n): run_pair(bmc_replica.ensure(args.root, int(n)), "bmc", args) for n in args.sizes.split(",")}
+        sizes = sorted(results)
+        report = {"sizes": results, "growth": growth(results[sizes[0]]["summary"], results[sizes[-1]]["summary"])}
+        print("per-image time at", sizes[-1], "over", sizes[0], json.dumps(report["growth"]))
+    else:
+        data = ensure_real_cells(args.root) if args.source == "real" else ensure_replica(args.root, args.images)
+        report = run_pair(data, "mll23", args)
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
+        args.json.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The sister sources in the MLL23 schema: Acevedo20 from its real layout, Matek19 from its TCIA layout."""
+"""The sister sources in the MLL23 schema: Acevedo20 from its real layout, Matek19 and BMC from their TCIA layouts."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -44,14 +45,15 @@ def rows_of(out: Path) -> tuple[dict[str, dict], datasets.Features]:
 
 
 def test_every_source_has_a_builder_with_the_shared_columns() -> None:
-    assert sorted(BUILDERS) == ["acevedo20", "matek19", "mll23"]
+    assert sorted(BUILDERS) == ["acevedo20", "bmc", "matek19", "mll23"]
     shared = {"image", "label", "image_id", "pixel_sha256", "phash", "dup_group", "dup_group_size", "dup_kind",
               "label_conflict", "dup_representative", "harmonised_label"}
     for builder in BUILDERS.values():
         features = builder.dataset_info().features
         assert shared <= set(features), builder
         assert features["harmonised_label"].names == list(HARMONISED_CLASSES)
-        assert 0.05 < builder.SOURCE.pixel_size_um < 0.2  # microns per pixel, recorded for field matching
+        size = builder.SOURCE.pixel_size_um  # microns per pixel, recorded for field matching where published
+        assert 0.05 < size < 0.2 if builder.SOURCE.name != "bmc" else size is None
 
 
 @needs_acevedo
@@ -154,3 +156,92 @@ def test_acevedo20_file_of_another_folder_is_one_clear_error(tmp_path: Path) -> 
         Acevedo20.build_folder(raw, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     shutil.rmtree(raw)
+
+
+#: The Acevedo20 prefix whose cells stand in for each BMC code in the stand-in below.
+BMC_STAND_INS = {"BA": "BAS", "EO": "EOS", "ERB": "EBO", "LY": "LYT", "MO": "MON", "SNE": "NGS", "BNE": "NGB",
+                 "MY": "MYB", "MMY": "MMZ", "PMY": "PMO", "IG": "BLA", "PLATELET": "ART", "NEUTROPHIL": "NIF"}
+
+
+def stand_in_bmc(root: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """TCIA's BMC layout with real cells: BM_cytomorphology_data/<CODE>/<CODE>_NNNNN.jpg at 250x250, the
+    files of a class numbered from 990 so that they cross from its 0001-1000 subfolder into 1001-2000 (as
+    the larger classes' files are stored), flat in small classes, beside abbreviations.csv.
+
+    Every third Acevedo20 cell, and the two files that are one image under two labels. Returns image_id -> code
+    and Acevedo20 file name -> image_id.
+    """
+    from hema.dataset.sources.bmc import MEANING
+
+    cells = sorted(ACEVEDO.glob("*/*.jpg"))[::3] + [ACEVEDO / "eosinophil/EO_225902.jpg",
+                                                     ACEVEDO / "neutrophil/BNE_191112.jpg"]
+    folder, expected, origin, numbers = root / "BM_cytomorphology_data", {}, {}, defaultdict(lambda: 990)
+    for path in dict.fromkeys(cells):
+        code = BMC_STAND_INS[path.name.split("_")[0]]
+        numbers[code] += 1
+        n = numbers[code]
+        ranged = code in {"NGS", "EOS", "EBO", "LYT"}
+        block = f"{(n - 1) // 1000 * 1000 + 1:04d}-{((n - 1) // 1000 + 1) * 1000:04d}/" if ranged else ""
+        image_id = f"{code}/{block}{code}_{n:05d}.jpg"
+        rgb = Image.open(path).convert("RGB")
+        left, top = (rgb.width - 250) // 2, (rgb.height - 250) // 2
+        target = folder / image_id
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rgb.crop((left, top, left + 250, top + 250)).save(target, quality=95)
+        expected[image_id], origin[path.name] = code, image_id
+    (folder / "abbreviations.csv").write_text("Abbreviation,Meaning\n" + "".join(f"{c},{m}\n" for c, m in MEANING.items()))
+    return expected, origin
+
+
+@needs_acevedo
+def test_bmc_from_its_tcia_layout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from hema.dataset.sources.bmc import BMC, CODES as BMC_CODES, HARMONISED as BMC_HARMONISED
+
+    raw, out = tmp_path / "bmc", tmp_path / "out"
+    expected, origin = stand_in_bmc(raw)
+    with caplog.at_level(logging.INFO, logger="hema.stages"):
+        summary = BMC.build_folder(raw, out)
+    stages = [r.getMessage().split(":")[0] for r in caplog.records if r.name == "hema.stages"]
+    assert stages == [f"stage {s}" for s in ("scan", "decode", "duplicates", "fields", "splits", "parquet", "card")]
+    rows, features = rows_of(out)
+    assert features["label"].names == list(BMC_CODES) and len(BMC_CODES) == 21
+    assert sorted(rows) == sorted(expected)  # every file one row, its id the path inside BM_cytomorphology_data
+    assert any("/1001-2000/" in i for i in rows) and any("/0001-1000/" in i for i in rows)
+    for image_id, row in rows.items():
+        code = expected[image_id]
+        assert features["label"].int2str(row["label"]) == code
+        harmonised = BMC_HARMONISED.get(code)
+        assert row["harmonised_label"] == (-1 if harmonised is None else HARMONISED_CLASSES.index(harmonised))
+    a, b = rows[origin["EO_225902.jpg"]], rows[origin["BNE_191112.jpg"]]
+    assert a["dup_group"] == b["dup_group"] and a["dup_kind"] == "exact" and a["label_conflict"]  # one image, two codes
+    assert summary.duplicates["exact_groups"] >= 1
+    card = DatasetCard.load(out / "README.md")
+    assert card.data.license == "cc-by-4.0" and card.data.hema == {"source": "bmc", "pixel_size_um": None}
+    text = (out / "README.md").read_text()
+    for words in ("Bone-Marrow-Cytomorphology_MLL_Helmholtz_Fraunhofer", "10.7937/TCIA.AXH3-T579", "CC BY 4.0",
+                  "not published by the source", "PEB, an earlier erythroid stage"):
+        assert words in text, words
+    again = tmp_path / "again"  # the inner folder itself: the same ids
+    BMC.build_folder(raw / "BM_cytomorphology_data", again)
+    assert sorted(rows_of(again)[0]) == sorted(rows)
+
+
+def test_bmc_without_its_download_says_where_to_get_it(tmp_path: Path) -> None:
+    from hema.dataset.sources.bmc import BMC
+
+    with pytest.raises(HemaError, match="TCIA"):
+        BMC(cache_dir=str(tmp_path / "cache")).download_and_prepare()
+    (tmp_path / "download" / "BM_cytomorphology_data").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hema_dataset.py"), "build", "--source", "bmc", "--data-dir",
+         str(tmp_path / "download"), "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "BM_cytomorphology_data/<CODE>" in last and "10.7937/TCIA.AXH3-T579" in last
+    misplaced = tmp_path / "misplaced" / "BAS"
+    misplaced.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(misplaced / "NGS_00001.jpg")
+    with pytest.raises(HemaError, match="BAS/NGS_00001.jpg"):
+        BMC.build_folder(tmp_path / "misplaced", tmp_path / "out")

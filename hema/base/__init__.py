@@ -4,7 +4,8 @@
 `atomic` (writes and folder swaps a kill cannot half-do), `forked` (work over forked processes that
 never hangs), `imaging` (decoding, lossless storing, per-image hashes), `figures` (every published
 figure), `hub` (Hub ids and pushes), `taxonomy` (the harmonised classes), `published` (what a
-published build is, as both wings read it), `cache` (where rebuildable things are kept).
+published build is, as both wings read it), `cache` (where rebuildable things are kept), `stages`
+(what each stage of a long command cost, logged).
 """
 
 from hema.base.errors import HemaError

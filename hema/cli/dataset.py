@@ -1,4 +1,4 @@
-"""hema-dataset: build MLL23, Acevedo20 or Matek19 as a Hugging Face dataset (Parquet + card) and publish it.
+"""hema-dataset: build MLL23, Acevedo20, Matek19 or BMC as a Hugging Face dataset (Parquet + card) and publish it.
 
 Subcommands: sample (the offline synthetic sample in the MLL23 layout), build (a raw folder in a
 source's own layout to a hub-ready folder), dedup (duplicates in any labelled folder), download (a
@@ -101,8 +101,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p = sub.add_parser("build", help="build the hub-ready dataset folder (Parquet + card)")
     p.add_argument("--source", choices=sorted(BUILDERS), default=DEFAULT_SOURCE,
                    help=f"which dataset the raw folder holds, in its own layout (default {DEFAULT_SOURCE})")
-    p.add_argument("--data-dir", required=True, help="the raw folder: class folders (mll23, acevedo20) or the TCIA "
-                   "download holding annotations.dat (matek19)")
+    p.add_argument("--data-dir", required=True, help="the raw folder: class folders (mll23, acevedo20), the TCIA "
+                   "download holding annotations.dat (matek19), or BM_cytomorphology_data (bmc)")
     p.add_argument("--output-dir", required=True, help="replaced only when the build succeeds")
     add_dataclass_arguments(p, BUILD_PARAMETERS)
     p.add_argument("--num-proc", type=int, default=None, help="decoding processes (default: all cores)")
@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 
     p = sub.add_parser("download", help="download a source's archives (MLL23 from Zenodo, Acevedo20 from Mendeley Data) and extract them")
     p.add_argument("--source", choices=["mll23", "acevedo20"], default=DEFAULT_SOURCE,
-                   help="Matek19 is served by TCIA's own tools: download it with those")
+                   help="Matek19 and BMC are served by TCIA's own tools: download them with those")
     p.add_argument("--output-dir", required=True, help="receives one folder per class (resumable)")
     p.add_argument("--classes", help="mll23: comma-separated subset of the 18 classes (default: all, ~9.1 GB)")
     p.add_argument("--zenodo-url", help="Zenodo base URL (default: $HEMA_ZENODO_URL or https://zenodo.org)")

@@ -13,13 +13,14 @@ from hema.dataset.builder import CellImageBuilder
 from hema.dataset.parameters import BUILD_PARAMETERS, CellImageConfig
 from hema.dataset.publish import BuildSummary, push_build
 from hema.dataset.sources.acevedo20 import Acevedo20
+from hema.dataset.sources.bmc import BMC
 from hema.dataset.sources.declaration import Source
 from hema.dataset.sources.matek19 import Matek19
 from hema.dataset.sources.mll23 import MLL23
 
 #: --source value -> builder class.
-BUILDERS: dict[str, type[CellImageBuilder]] = {b.SOURCE.name: b for b in (MLL23, Acevedo20, Matek19)}
+BUILDERS: dict[str, type[CellImageBuilder]] = {b.SOURCE.name: b for b in (MLL23, Acevedo20, Matek19, BMC)}
 DEFAULT_SOURCE = "mll23"
 
-__all__ = ["BUILDERS", "BUILD_PARAMETERS", "DEFAULT_SOURCE", "Acevedo20", "BuildSummary", "CellImageBuilder",
+__all__ = ["BMC", "BUILDERS", "BUILD_PARAMETERS", "DEFAULT_SOURCE", "Acevedo20", "BuildSummary", "CellImageBuilder",
            "CellImageConfig", "MLL23", "Matek19", "Source", "push_build"]

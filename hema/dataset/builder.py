@@ -27,11 +27,13 @@ from hema.dataset.sources.declaration import Source
 class CellImageBuilder(datasets.GeneratorBasedBuilder):
     """Cell images from raw class folders (`data_dir`); one builder config per published view.
 
-    A subclass sets SOURCE (hema.dataset.sources.declaration.Source) and VERSION, and may say where
-    raw data comes from when no data_dir is given (`raw_data_dir`).
+    A subclass sets SOURCE (hema.dataset.sources.declaration.Source) and VERSION, and says where raw
+    data comes from when no data_dir is given: downloaded (`raw_data_dir`) or, where no builder can
+    download it, in words (WHERE_TO_GET).
     """
 
     SOURCE: Source
+    WHERE_TO_GET = "the folder of raw class folders"
     BUILDER_CONFIG_CLASS = CellImageConfig
     BUILDER_CONFIGS = [CellImageConfig(name=v.name, description=v.description) for v in VIEWS.values()]
     DEFAULT_CONFIG_NAME = DEFAULT_CONFIG
@@ -46,7 +48,7 @@ class CellImageBuilder(datasets.GeneratorBasedBuilder):
 
     def raw_data_dir(self, dl_manager: datasets.DownloadManager) -> Path:
         """Where the raw class folders are when no data_dir is given (a source that can, downloads them)."""
-        raise HemaError(f"{type(self).__name__} needs data_dir: the folder of raw class folders")
+        raise HemaError(f"{type(self).__name__} needs data_dir: {self.WHERE_TO_GET}")
 
     @staticmethod
     def download_folder(dl_manager: datasets.DownloadManager, name: str) -> Path:

@@ -78,7 +78,7 @@ def card_data(
         annotations_creators=["machine-generated" if synthetic else "expert-generated"],
         source_datasets=["original"],
         configs=entries,
-        hema={"source": source.name, "pixel_size_um": round(source.pixel_size_um, 6)},  # fields of view can be matched
+        hema={"source": source.name, "pixel_size_um": None if source.pixel_size_um is None else round(source.pixel_size_um, 6)},  # fields of view can be matched
     )
     DatasetInfosDict(infos).to_dataset_card_data(data)
     return data

@@ -15,7 +15,6 @@ import functools
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,14 @@ from hema.base.files import UnusableFile, printable, read_regular_file
 from hema.base.forked import fork_imap
 from hema.base.imaging import BadImageError, DecodedImage, ImageLimits, decode_rgb, phash_hex, stored_bytes, stored_name
 from hema.base.published import SPLITS
+from hema.base.stages import stage
 from hema.base.taxonomy import harmonised_id
 from hema.dataset.parameters import CellImageConfig
 from hema.dataset.scan import ImageEntry, Scan, SkippedFile
 from hema.dataset.sources.declaration import Source
 from hema.dataset.splits import assign_splits
 from hema.dedup.duplicates import DupPair
-from hema.dedup.groups import group_images
+from hema.dedup.groups import ImageGroups, group_images
 from hema.dedup.signatures import BATCH, ImageSignature, signature_batch
 from hema.dedup.smear_fields import FieldPair
 from hema.synthetic.manifest import SampleManifest
@@ -223,16 +223,23 @@ def make_catalog(
     """
     if config.strict:
         check_strict(scan.skipped)
-    started = time.perf_counter()
-    decoded = decode_entries(scan.entries, num_proc=num_proc, spool=spool, limits=config.limits)
+    with stage("decode") as notes:
+        decoded = decode_entries(scan.entries, num_proc=num_proc, spool=spool, limits=config.limits)
+        notes.append(f"{len(decoded.entries)} images")
     skipped = scan.skipped + decoded.skipped
     if config.strict:
         check_strict(skipped)
     if not decoded.entries:
         raise HemaError(f"no decodable images under {config.data_dir}")
-    logger.info("decoded %d images in %.1f s", len(decoded.entries), time.perf_counter() - started)
     labels = np.array([source.class_id(e.cell_class) for e in decoded.entries])
     grouped = group_images(decoded.sigs, labels=labels, num_proc=num_proc)
+    with stage("splits"):
+        return _catalog(scan, config, decoded, skipped, labels, grouped)
+
+
+def _catalog(scan: Scan, config: CellImageConfig, decoded: DecodedFolder, skipped: list[SkippedFile],
+             labels: np.ndarray, grouped: ImageGroups) -> Catalog:
+    """The rows: each decoded image with its groups and its split."""
     found, shared = grouped.duplicates, grouped.fields
     groups = found.dup_group
     sizes = found.group_sizes  # per image

@@ -18,11 +18,11 @@ build; it never gets rows of two builds.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from hema.base.files import printable
 from hema.base.forked import in_background
 from hema.base.imaging import ImageLimits
 from hema.base.published import BUILD_INFO, CARD, DEFAULT_CONFIG, SPLITS, load_build_info
+from hema.base.stages import stage
 from hema.dataset import card
 from hema.dataset.catalog import Catalog, CatalogRow, make_catalog, read_image
 from hema.dataset.configs import ConfigSplit
@@ -131,7 +132,9 @@ def publish(
     system) is one HemaError saying where and, for a full disk, how much room the build needs.
     """
     output_dir = Path(output_dir)
-    scan = source.scan(Path(config.data_dir))
+    with stage("scan") as notes:
+        scan = source.scan(Path(config.data_dir))
+        notes.append(f"{len(scan.entries)} files")
     try:
         return _publish(scan, config, source, output_dir, builder_id, num_proc)
     except OSError as exc:
@@ -151,21 +154,23 @@ def _publish(
         conflict_figure = CONFLICT_FIGURE if _conflicting_pairs(catalog) else None
         field_figure = FIELD_FIGURE if catalog.field_pairs else None
         # The card's figures are drawn in a forked process while this one writes the Parquet files.
-        with in_background(_draw_figures, catalog, source, staging, config.limits) as drawn:
+        with contextlib.ExitStack() as figures:
+            drawn = figures.enter_context(in_background(_draw_figures, catalog, source, staging, config.limits))
             fingerprint = catalog.fingerprint()
-            started = time.perf_counter()
-            shards = write_shards(catalog.rows, spool, staging / DATA, fingerprint, info.features, num_proc)
-            shutil.rmtree(spool)
-            configs = layout(shards)
-            logger.info("wrote %d rows into %d Parquet files in %.1f s", len(catalog.rows), len(shards),
-                        time.perf_counter() - started)
-            write_dedup_report(catalog.pairs, catalog.field_pairs, catalog.rows, staging / REPORT_NAME)
-            duplicates = card.duplicate_summary(catalog)
-            provenance = build_info(catalog, fingerprint, source, builder_id, configs, duplicates)
-            (staging / BUILD_INFO).write_text(json.dumps(provenance, indent=2) + "\n")
-            card.render_card(catalog, source, configs, info, duplicates, conflict_figure=conflict_figure,
-                             field_figure=field_figure).save(staging / CARD)
-            drawn()
+            with stage("parquet") as notes:
+                shards = write_shards(catalog.rows, spool, staging / DATA, fingerprint, info.features, num_proc)
+                shutil.rmtree(spool)
+                configs = layout(shards)
+                notes.append(f"{len(catalog.rows)} rows, {len(shards)} files")
+            with stage("card"):  # the report, build_info.json, the card, and the figures drawn meanwhile
+                write_dedup_report(catalog.pairs, catalog.field_pairs, catalog.rows, staging / REPORT_NAME)
+                duplicates = card.duplicate_summary(catalog)
+                provenance = build_info(catalog, fingerprint, source, builder_id, configs, duplicates)
+                (staging / BUILD_INFO).write_text(json.dumps(provenance, indent=2) + "\n")
+                card.render_card(catalog, source, configs, info, duplicates, conflict_figure=conflict_figure,
+                                 field_figure=field_figure).save(staging / CARD)
+                drawn()
+                figures.close()  # the figures' process ends here, so its CPU is this stage's
         check_replaceable(output_dir)  # still so: the folder may have changed while we built
         atomic.replace_dir(scratch, output_dir)
     return BuildSummary(

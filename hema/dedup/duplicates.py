@@ -37,7 +37,7 @@ from hema.dedup.components import components
 from hema.dedup.correlation import masked_ncc
 from hema.dedup.signatures import BAND, DIHEDRAL_NAMES, THUMB, ImageSignature, dihedral, pool2
 from hema.base.forked import fork_map
-from hema.dedup.vector_search import half_sq_dist, kmeans, nearest, principal_axes
+from hema.dedup.vector_search import InvertedFile, half_sq_dist, principal_axes
 
 MAX_SHIFT = 0.15  # registration searches translations up to this fraction of the side
 SCALE_STEP = 1.05  # scale hypotheses: SCALE_STEP**-2 .. SCALE_STEP**2, and the cell-size ratio
@@ -47,7 +47,9 @@ MAX_SCALE = 1.15  # crop-and-rescale copies change the content scale by at most 
 NEIGHBOURS_CELL = 16  # neighbours per image in the centred-cell embedding
 NEIGHBOURS_WHOLE = 4  # neighbours per image in the whole-crop embedding
 SEARCH_DIMS = 24  # principal components of each embedding used for the neighbour search
-SEARCH_PROBES = 6  # centroids whose images each image is compared with (of ~sqrt(n))
+SEARCH_PROBES = 16  # lists whose images each image is compared with
+LIST_LENGTH = 128  # images per list of the inverted file, at any n
+SEARCH_CELLS = 4  # coarse cells of the inverted file whose lists a probe ranks
 SCREEN_CELL_MIN = 0.78  # screening (16 x 16 views): best-orientation correlation of the ring around
 SCREEN_WHOLE_MIN = 0.70  # the cell, or of the whole crop, that a candidate needs to be registered
 WHOLE_MIN = 0.85  # registered band-passed correlation of the whole crop
@@ -146,11 +148,9 @@ def registration_scores(
     sigs: Sequence[ImageSignature], cand: np.ndarray, orient: np.ndarray, num_proc: int | None = None
 ) -> np.ndarray:
     """Per candidate pair: (whole, centre, surround, scale, dy, dx) of b registered onto a."""
-    thumbs = np.stack([sig.thumb for sig in sigs])
-    cells = np.array([sig.cell for sig in sigs], dtype=np.float32)
     chunks = [(cand[s : s + _REGISTRATION_CHUNK], orient[s : s + _REGISTRATION_CHUNK])
               for s in range(0, len(cand), _REGISTRATION_CHUNK)]
-    scores = fork_map(_register_chunk, (thumbs, cells), chunks, num_proc)
+    scores = fork_map(_register_chunk, sigs, chunks, num_proc)  # a chunk gathers its own thumbnails: no copy of all
     return np.concatenate(scores) if scores else np.empty((0, 6), dtype=np.float64)
 
 
@@ -160,35 +160,29 @@ def _neighbour_search(searches: list[tuple[np.ndarray, int]], which: int) -> np.
 
 def _neighbour_pairs(embed: np.ndarray, k: int) -> np.ndarray:
     """(i, j) pairs, i < j, where j is among the k nearest of i (Euclidean), found with an inverted
-    file: images are filed under their nearest of ~sqrt(n) k-means centroids and each image is compared
-    only with those filed under its SEARCH_PROBES nearest centroids (exact when that is all of them)."""
+    file: each image is compared only with those filed under its SEARCH_PROBES nearest lists of about
+    LIST_LENGTH images (exact when that is all of them)."""
     n = len(embed)
     k = min(k, n - 1)
-    centroids = kmeans(embed, max(1, int(np.sqrt(n))))
-    near_c = nearest(embed, centroids, min(SEARCH_PROBES, len(centroids)))
-    home = near_c[:, 0]
-    found_q, found_m, found_d = [], [], []
-    for c in range(len(centroids)):
-        members = np.flatnonzero(home == c)
-        queries = np.flatnonzero((near_c == c).any(axis=1))
-        if len(members) == 0 or len(queries) == 0:
-            continue
-        dist = half_sq_dist(embed[queries], embed[members])
+    index = InvertedFile.build(embed, LIST_LENGTH, SEARCH_CELLS)
+    probes = index.probe(embed, SEARCH_PROBES)
+    found = np.full((n, probes.shape[1], k), -1, dtype=np.int64)  # per query and probed list: its k nearest
+    dist = np.full(found.shape, np.inf, dtype=np.float32)
+    for queries, rank, rows in index.probed_lists(probes):
+        members = index.order[rows]  # ascending
+        d = half_sq_dist(embed[queries], embed[members])
         at = np.minimum(np.searchsorted(members, queries), len(members) - 1)
         itself = members[at] == queries  # a query filed here is one of the members: not its own neighbour
-        dist[np.flatnonzero(itself), at[itself]] = np.inf
+        d[np.flatnonzero(itself), at[itself]] = np.inf
         take = min(k, len(members))
-        best = np.argpartition(dist, take - 1, axis=1)[:, :take]
-        found_q.append(np.repeat(queries, take))
-        found_m.append(members[best].ravel())
-        found_d.append(np.take_along_axis(dist, best, axis=1).ravel())
-    q, m, d = (np.concatenate(x) for x in (found_q, found_m, found_d))
-    order = np.lexsort((d, q))  # by query, nearest first
-    q, m, d = q[order], m[order], d[order]
-    rank = np.arange(len(q)) - np.searchsorted(q, q)  # position within the query's list
-    keep = (rank < k) & np.isfinite(d)
-    pairs = np.stack([np.minimum(q[keep], m[keep]), np.maximum(q[keep], m[keep])], axis=1)
-    return pairs
+        best = np.argpartition(d, take - 1, axis=1)[:, :take]
+        found[queries, rank, :take] = members[best]
+        dist[queries, rank, :take] = np.take_along_axis(d, best, axis=1)
+    found, dist = found.reshape(n, -1), dist.reshape(n, -1)
+    best = np.argpartition(dist, k - 1, axis=1)[:, :k]  # the k nearest over all its lists
+    q, m = np.repeat(np.arange(n), k), found[np.arange(n)[:, None], best].ravel()
+    keep = np.isfinite(dist[np.arange(n)[:, None], best].ravel())
+    return np.stack([np.minimum(q[keep], m[keep]), np.maximum(q[keep], m[keep])], axis=1)
 
 
 _SCREEN_CHUNK = 4096  # candidate pairs a screening task takes
@@ -214,21 +208,22 @@ def _screen(views: tuple[np.ndarray, np.ndarray], cand: np.ndarray) -> tuple[np.
     return best.max(axis=0), best.argmax(axis=0)
 
 
-def _register_chunk(views: tuple[np.ndarray, np.ndarray], pairs: tuple[np.ndarray, np.ndarray]):
+def _register_chunk(sigs: Sequence[ImageSignature], pairs: tuple[np.ndarray, np.ndarray]):
     """Coarse to fine: every scale hypothesis is registered at half resolution, the best one again at
-    full resolution, where the three scores are taken. `views` are (thumbs, cells) of all images,
-    `pairs` a chunk of candidates and their orientations."""
-    (thumbs, cells), (cand, orient) = views, pairs
-    a_img = thumbs[cand[:, 0]].astype(np.float32)
-    b_img = np.empty_like(a_img)
-    for g in range(8):  # turn b into a's orientation
+    full resolution, where the three scores are taken. `pairs` are a chunk of candidates and their
+    orientations."""
+    cand, orient = pairs
+    a_img = np.stack([sigs[i].thumb for i in cand[:, 0]]).astype(np.float32)
+    b_img = np.stack([sigs[i].thumb for i in cand[:, 1]]).astype(np.float32)
+    for g in range(1, 8):  # turn b into a's orientation
         sel = orient == g
         if sel.any():
-            b_img[sel] = dihedral(thumbs[cand[sel, 1]].astype(np.float32))[g]
-    cell_a = cells[cand[:, 0]]
+            b_img[sel] = dihedral(b_img[sel])[g]
+    cell_a = np.array([sigs[i].cell for i in cand[:, 0]], dtype=np.float32)
+    cell_b = np.array([sigs[i].cell for i in cand[:, 1]], dtype=np.float32)
     # scale hypotheses: a fixed grid (1 for resized whole images, up to 1.1 either way for crops of a
     # field) and the cell-size ratio, which lands between grid steps
-    ratio = np.clip(cell_a[:, 2] / cells[cand[:, 1], 2], 1 / MAX_SCALE, MAX_SCALE)
+    ratio = np.clip(cell_a[:, 2] / cell_b[:, 2], 1 / MAX_SCALE, MAX_SCALE)
     a_half, b_half = pool2(a_img), pool2(b_img)
     a_spectrum = _spectrum(a_half)
     best_whole, best_scale = np.full(len(cand), -np.inf), np.ones(len(cand))

@@ -4,16 +4,13 @@ then crops of shared smear fields beyond them; the build (hema.dataset.catalog) 
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hema.base.stages import stage
 from hema.dedup.duplicates import DedupResult, find_duplicates
 from hema.dedup.signatures import ImageSignature
 from hema.dedup.smear_fields import FieldResult, find_fields
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,10 +23,10 @@ def group_images(sigs: Sequence[ImageSignature], labels: Sequence[int] | None = 
                  num_proc: int | None = None) -> ImageGroups:
     """Duplicate groups (labels only mark conflicts) and field groups of the signed images, each
     search in `num_proc` forked processes (all cores by default)."""
-    started = time.perf_counter()
-    duplicates = find_duplicates(sigs, labels=labels, num_proc=num_proc)
-    logger.info("found %d duplicate pairs in %.1f s", len(duplicates.pairs), time.perf_counter() - started)
-    started = time.perf_counter()
-    fields = find_fields(sigs, [(p.a, p.b) for p in duplicates.pairs], num_proc=num_proc)
-    logger.info("found %d shared-field pairs in %.1f s", len(fields.pairs), time.perf_counter() - started)
+    with stage("duplicates") as notes:
+        duplicates = find_duplicates(sigs, labels=labels, num_proc=num_proc)
+        notes.append(f"{len(duplicates.pairs)} duplicate pairs")
+    with stage("fields") as notes:
+        fields = find_fields(sigs, [(p.a, p.b) for p in duplicates.pairs], num_proc=num_proc)
+        notes.append(f"{len(fields.pairs)} shared-field pairs")
     return ImageGroups(duplicates, fields)

@@ -34,14 +34,15 @@ from hema.base.forked import fork_map
 from hema.dedup.components import components
 from hema.dedup.correlation import masked_ncc
 from hema.dedup.signatures import FIELD_GRID, THUMB, ImageSignature
-from hema.dedup.vector_search import kmeans, nearest, principal_axes
+from hema.dedup.vector_search import InvertedFile, principal_axes
 
 WINDOW = 7  # side of a window of the field view; corner windows cover shifts up to (16 - 7) / 16
 WINDOW_MIN = 0.75  # correlation of two windows that proposes a pair
 PROPOSALS = 48  # per image: the best-matching other images proposed
-PROBES = 4  # centroids each window is compared under
-BEST_PER_WINDOW = 1  # corners a window keeps under each centroid it probes
-SEARCH_DIMS = 16  # principal components the centroids are found and probed in
+PROBES = 8  # lists of corner windows each window is compared with
+LIST_LENGTH = 256  # corner windows per list of the inverted file, at any n
+PROBE_CELLS = 3  # coarse cells of the inverted file whose lists a probe ranks
+SEARCH_DIMS = 16  # principal components the lists are found and probed in
 VIEW = 32  # side of the confirmation view (the thumbnail pooled 2 x 2)
 COARSE_MIN = 0.75  # overlap correlation of the field views at the proposed shift, to go on
 COARSE_REFINE = 0  # cells searched around the proposed shift there
@@ -90,7 +91,7 @@ def find_fields(
 
 def shared_field_pairs(sigs: Sequence[ImageSignature], num_proc: int | None = None) -> list[FieldPair]:
     """Confirmed pairs of crops of one smear field (not near each other enough to be duplicates)."""
-    coarse = np.stack([sig.field for sig in sigs]).astype(np.float32)
+    coarse = np.stack([sig.field for sig in sigs])  # float16: each search converts what it reads
     proposed, shift = _proposals(coarse, num_proc)
     score, dy, dx, _ = confirm(coarse, proposed, shift, COARSE_REFINE, num_proc)  # cheap: 16 x 16
     go_on = score >= COARSE_MIN
@@ -98,8 +99,7 @@ def shared_field_pairs(sigs: Sequence[ImageSignature], num_proc: int | None = No
     if len(proposed) == 0:
         return []
     involved, local = np.unique(proposed, return_inverse=True)  # the views of these images only
-    thumbs = np.stack([sigs[i].thumb for i in involved]).astype(np.float32)
-    views = thumbs.reshape(len(thumbs), VIEW, -1, VIEW, thumbs.shape[-1] // VIEW).mean(axis=(2, 4))
+    views = _confirmation_views([sigs[i].thumb for i in involved])
     local = local.reshape(proposed.shape)
     score, dy, dx, _ = confirm(views, local, shift * (VIEW // FIELD_GRID), VIEW // FIELD_GRID, num_proc)
     far = np.maximum(np.abs(dy), np.abs(dx)) >= MIN_SHIFT * VIEW
@@ -109,7 +109,8 @@ def shared_field_pairs(sigs: Sequence[ImageSignature], num_proc: int | None = No
     for s in range(0, len(keep), _CHUNK):  # the rest of the pairs only, a chunk at a time
         k = keep[s : s + _CHUNK]
         a, b = local[k, 0], local[k, 1]
-        beyond[s : s + _CHUNK] = _beyond_cells_ncc(views[a], views[b], dy[k], dx[k], cells[a], cells[b])
+        beyond[s : s + _CHUNK] = _beyond_cells_ncc(views[a].astype(np.float32), views[b].astype(np.float32),
+                                                   dy[k], dx[k], cells[a], cells[b])
     keep = keep[beyond >= BEYOND_CELLS_MIN]
     out = []
     for k in keep:
@@ -120,9 +121,21 @@ def shared_field_pairs(sigs: Sequence[ImageSignature], num_proc: int | None = No
     return out
 
 
+def _confirmation_views(thumbs: Sequence[np.ndarray]) -> np.ndarray:
+    """The VIEW x VIEW views: each int8 thumbnail pooled by sums (exact in int16; the correlations
+    do not see the scale), a quarter of float32 means' bytes."""
+    views = np.empty((len(thumbs), VIEW, VIEW), dtype=np.int16)
+    for s in range(0, len(thumbs), _CHUNK):
+        chunk = np.stack(thumbs[s : s + _CHUNK])
+        block = chunk.shape[-1] // VIEW
+        views[s : s + len(chunk)] = chunk.reshape(len(chunk), VIEW, block, VIEW, block).sum(axis=(2, 4), dtype=np.int16)
+    return views
+
+
 def _windows(views: np.ndarray, offsets: Sequence[tuple[int, int]] | np.ndarray) -> np.ndarray:
     """(n, len(offsets), WINDOW**2) unit-normalised, mean-free windows of the field views."""
     out = np.stack([views[:, y : y + WINDOW, x : x + WINDOW].reshape(len(views), -1) for y, x in offsets], 1)
+    out = out.astype(np.float32, copy=False)
     out -= out.mean(axis=2, keepdims=True)
     out /= np.maximum(np.linalg.norm(out, axis=2, keepdims=True), 1e-6)
     return out
@@ -130,77 +143,63 @@ def _windows(views: np.ndarray, offsets: Sequence[tuple[int, int]] | np.ndarray)
 
 @dataclass(frozen=True)
 class _CornerIndex:
-    """Every image's corner windows, filed under k-means centroids (in principal components) and
-    stored in centroid order, so each centroid's list is one slice."""
+    """Every image's corner windows, filed in an inverted file (in principal components) and stored
+    in its list order, so each list's corners are one slice."""
 
     views: np.ndarray  # the field views of all images
-    corner: np.ndarray  # (4n, WINDOW**2) corner windows, in centroid order
+    corner: np.ndarray  # (4n, WINDOW**2) corner windows, in list order
     corner_img: np.ndarray  # the image of each
     corner_pos: np.ndarray  # its offset in the view
-    basis: np.ndarray  # principal axes the centroids live in
-    centroids: np.ndarray
-    bounds: np.ndarray  # corner[bounds[c] : bounds[c + 1]] are filed under centroid c
+    basis: np.ndarray  # principal axes the lists are found and probed in
+    lists: InvertedFile
 
     @classmethod
     def build(cls, views: np.ndarray) -> _CornerIndex:
         n = len(views)
         corner = _windows(views, _CORNERS).reshape(n * len(_CORNERS), -1)
-        rng = np.random.default_rng(0)  # centroids from a sample: the lists stay ~sqrt(n) long
-        train = corner[rng.choice(len(corner), min(len(corner), 32768), replace=False)]
-        basis = principal_axes(train, SEARCH_DIMS)
-        centroids = kmeans(train @ basis, max(1, int(np.sqrt(len(corner)))))
-        home = nearest(corner @ basis, centroids, 1)[:, 0]
-        by_home = np.argsort(home, kind="stable")
-        return cls(views, corner[by_home], np.repeat(np.arange(n), len(_CORNERS))[by_home],
-                   np.tile(np.array(_CORNERS), (n, 1))[by_home], basis, centroids,
-                   np.searchsorted(home[by_home], np.arange(len(centroids) + 1)))
+        rng = np.random.default_rng(0)  # the principal axes of a sample
+        basis = principal_axes(corner[rng.choice(len(corner), min(len(corner), 32768), replace=False)], SEARCH_DIMS)
+        lists = InvertedFile.build(corner @ basis, LIST_LENGTH, PROBE_CELLS)
+        order = lists.order
+        return cls(views, corner[order], np.repeat(np.arange(n), len(_CORNERS))[order],
+                   np.tile(np.array(_CORNERS), (n, 1))[order], basis, lists)
 
 
-_CHUNK = 1024  # images whose windows are looked up together
+_CHUNK = 1024  # images whose windows are looked up together, at least
+QUERIES_PER_LIST = 1024  # and as many more as give each list about this many windows to rank
 _OFFSETS = np.array([(y, x) for y in range(FIELD_GRID - WINDOW + 1) for x in range(FIELD_GRID - WINDOW + 1)])
 
 
 def _proposals(views: np.ndarray, num_proc: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (a < b) and the shift (dy, dx), in field cells, that lays b on a."""
-    index = _CornerIndex.build(views)
-    found = [f for f in fork_map(_chunk_proposals, index, range(0, len(views), _CHUNK), num_proc) if f]
+    found = _window_matches(views, num_proc)
     if not found:
         return np.empty((0, 2), dtype=np.int64), np.empty((0, 2), dtype=np.int64)
     a, b, shift = (np.concatenate(x) for x in zip(*found))
     swap = a > b  # as (low, high), with the shift that lays high on low
-    pairs = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
+    low, high = np.minimum(a, b), np.maximum(a, b)
     shift = np.where(swap[:, None], -shift, shift)
-    pairs, first = np.unique(pairs, axis=0, return_index=True)  # proposed from both sides: once
-    return pairs, shift[first]
+    _, first = np.unique(low.astype(np.int64) * len(views) + high, return_index=True)  # proposed from both sides: once
+    return np.stack([low[first], high[first]], axis=1).astype(np.int64), shift[first].astype(np.int64)
 
 
-def _chunk_proposals(index: _CornerIndex, start: int) -> tuple | None:
-    """(a, b, shift) proposed by the windows of images start .. start + _CHUNK (None when nothing)."""
-    n, centroids = len(index.views), index.centroids
-    imgs = np.arange(start, min(n, start + _CHUNK))
+def _window_matches(views: np.ndarray, num_proc: int | None) -> list[tuple]:
+    """(a, b, shift) proposed by every image's windows, in forked tasks; the index lives only here, so
+    its memory is free before the matches are joined."""
+    index = _CornerIndex.build(views)
+    step = max(_CHUNK, -(-QUERIES_PER_LIST * index.lists.lists // (len(_OFFSETS) * PROBES)))
+    tasks = [range(s, min(len(views), s + step)) for s in range(0, len(views), step)]
+    return [f for f in fork_map(_chunk_proposals, index, tasks, num_proc) if f]
+
+
+def _chunk_proposals(index: _CornerIndex, images: range) -> tuple | None:
+    """(a, b, shift) proposed by the windows of the images (None when nothing). A task takes more
+    images as the index holds more lists, so that each list's product stays large: the (task, list)
+    loops grow as n, not n**2."""
+    n = len(index.views)
+    imgs = np.arange(images.start, images.stop)
     queries = _windows(index.views[imgs], _OFFSETS).reshape(len(imgs) * len(_OFFSETS), -1)
-    probes = nearest(queries @ index.basis, centroids, min(PROBES, len(centroids))).ravel()
-    q_of = np.repeat(np.arange(len(queries)), min(PROBES, len(centroids)))
-    order = np.argsort(probes, kind="stable")
-    q_bounds = np.searchsorted(probes[order], np.arange(len(centroids) + 1))
-    match_q, match_m, match_sim = [], [], []
-    for c in range(len(centroids)):
-        qs = q_of[order[q_bounds[c] : q_bounds[c + 1]]]
-        lo, hi = index.bounds[c], index.bounds[c + 1]
-        if len(qs) == 0 or hi == lo:
-            continue
-        sim = queries[qs] @ index.corner[lo:hi].T
-        rows = np.arange(len(qs))
-        for _ in range(min(BEST_PER_WINDOW, hi - lo)):  # each window's best corners only: the match
-            top = sim.argmax(axis=1)  # counts stay linear in n
-            best = sim[rows, top]
-            good = best >= WINDOW_MIN
-            match_q.append(qs[good])
-            match_m.append(lo + top[good])
-            match_sim.append(best[good])
-            sim[rows, top] = -np.inf
-    q, m = np.concatenate(match_q or [[]]).astype(np.int64), np.concatenate(match_m or [[]]).astype(np.int64)
-    sim = np.concatenate(match_sim or [[]])
+    q, m, sim = best_corners(index, queries)
     b, a = imgs[q // len(_OFFSETS)], index.corner_img[m]
     other = a != b  # an image's corner windows find themselves: dropped here, cheaper than masking
     q, m, b, a, sim = q[other], m[other], b[other], a[other], sim[other]
@@ -209,6 +208,22 @@ def _chunk_proposals(index: _CornerIndex, start: int) -> tuple | None:
     # a's window at p shows what b shows at u: b's content lies at (p - u) in a
     shift = index.corner_pos[m] - _OFFSETS[q % len(_OFFSETS)]
     return _best_per_image(b, a, sim, shift, n)
+
+
+def best_corners(index: _CornerIndex, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each query window, its best-correlated corner window among those filed under its PROBES
+    nearest lists, where it correlates at WINDOW_MIN or more: (query, corner, correlation)."""
+    match_q, match_m, match_sim = [], [], []
+    for qs, _, rows in index.lists.probed_lists(index.lists.probe(queries @ index.basis, PROBES)):
+        sim = queries[qs] @ index.corner[rows].T
+        top = sim.argmax(axis=1)  # each window's best corner only: the match counts stay linear in n
+        best = sim[np.arange(len(qs)), top]
+        good = best >= WINDOW_MIN
+        match_q.append(qs[good])
+        match_m.append(rows.start + top[good])
+        match_sim.append(best[good])
+    q, m = np.concatenate(match_q or [[]]).astype(np.int64), np.concatenate(match_m or [[]]).astype(np.int64)
+    return q, m, np.concatenate(match_sim or [[]])
 
 
 def _best_per_image(b, a, sim, shift, n: int):
@@ -234,8 +249,8 @@ def _best_per_image(b, a, sim, shift, n: int):
     order = np.lexsort((-score, b))
     b, a, shift = b[order], a[order], shift[order]
     rank = np.arange(len(b)) - np.searchsorted(b, b)
-    keep = rank < PROPOSALS
-    return a[keep], b[keep], shift[keep]
+    keep = rank < PROPOSALS  # kept as int32 and int8 (shifts are within +-FIELD_GRID): a quarter of int64s
+    return a[keep].astype(np.int32), b[keep].astype(np.int32), shift[keep].astype(np.int8)
 
 
 _CONFIRM_CHUNK = 16384  # pairs a forked confirmation task takes
@@ -265,7 +280,7 @@ def _confirm(views: np.ndarray, task: tuple[np.ndarray, np.ndarray, int]):
     for group in np.split(order, np.flatnonzero(np.diff(key[order])) + 1):
         if len(group) == 0:
             continue
-        a, b = views[pairs[group, 0]], views[pairs[group, 1]]
+        a, b = views[pairs[group, 0]].astype(np.float32), views[pairs[group, 1]].astype(np.float32)
         best = out[group]
         for sy, sx in steps:  # in order, the first best kept
             dy, dx = int(shift[group[0], 0]) + sy, int(shift[group[0], 1]) + sx

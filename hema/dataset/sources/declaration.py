@@ -26,7 +26,7 @@ class Source:
     homepage: str
     license: str  # a Hub licence id, e.g. "cc-by-4.0"
     citation: str  # BibTeX
-    pixel_size_um: float  # microns per pixel of the source images: fields of view can be matched
+    pixel_size_um: float | None  # microns per pixel of the source images (fields of view can be matched); None: unpublished
     classes: tuple[str, ...]  # names of `label`, in ClassLabel order
     lineage: Mapping[str, str]  # class -> haematopoietic lineage, for the card
     scan: Callable[[Path], Scan]  # the layout: every image with its class (and extra columns)

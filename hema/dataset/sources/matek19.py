@@ -154,10 +154,7 @@ class Matek19(CellImageBuilder):
 
     VERSION = datasets.Version("1.0.0")
     SOURCE = SOURCE
-
-    def raw_data_dir(self, dl_manager: datasets.DownloadManager) -> Path:
-        raise HemaError(
-            "Matek19 needs data_dir: TCIA serves it through its own download tools; get the "
-            "AML-Cytomorphology_LMU collection from https://doi.org/10.7937/tcia.2019.36f5o9ld "
-            f"and pass the folder holding {ANNOTATIONS} and {IMAGES}/"
-        )
+    WHERE_TO_GET = (
+        "TCIA serves it through its own download tools; get the AML-Cytomorphology_LMU collection from "
+        f"https://doi.org/10.7937/tcia.2019.36f5o9ld and pass the folder holding {ANNOTATIONS} and {IMAGES}/"
+    )
