@@ -211,12 +211,12 @@ def _chunk_proposals(index: _CornerIndex, images: range) -> tuple | None:
 
 
 def best_corners(index: _CornerIndex, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each query window, its best-correlated corner window among those filed under its PROBES
-    nearest lists, where it correlates at WINDOW_MIN or more: (query, corner, correlation)."""
+    """For each query window and each of its PROBES nearest lists, the list's best-correlated corner
+    window where it correlates at WINDOW_MIN or more: (query, corner, correlation)."""
     match_q, match_m, match_sim = [], [], []
     for qs, _, rows in index.lists.probed_lists(index.lists.probe(queries @ index.basis, PROBES)):
         sim = queries[qs] @ index.corner[rows].T
-        top = sim.argmax(axis=1)  # each window's best corner only: the match counts stay linear in n
+        top = sim.argmax(axis=1)  # a window's best corner per list only: the match counts stay linear in n
         best = sim[np.arange(len(qs)), top]
         good = best >= WINDOW_MIN
         match_q.append(qs[good])

@@ -76,16 +76,17 @@ def kmeans(x: np.ndarray, count: int, steps: int = 8) -> np.ndarray:
     return centroids
 
 
-_PROBES_AT_ONCE = 65536
+_PROBES_AT_ONCE = 65536  # queries probed together: bounds their (queries, cells, fine) distances
 
 
 @dataclass(frozen=True)
 class InvertedFile:
     """Rows filed in lists of about the same length under k-means centroids found in two levels:
-    coarse cells, then fine centroids within each cell. Filing a row or probing a query costs the
-    coarse and one cell's fine centroids (about sqrt(n / list_length) each) and a list's length stays
-    the same at any n, so a search costs about the same per row at 40k rows and at 170k. Deterministic
-    for a given input."""
+    coarse cells, then fine centroids within each cell. A list's length stays the same at any n, so
+    scanning the probed lists (the bulk of a search) costs the same per query at 40k rows and at 170k;
+    finding them ranks every coarse centroid and a few cells' fine ones, about sqrt(n / list_length)
+    each, where one level of sqrt(n) lists made the scans grow as sqrt(n) (docs/scaling.md).
+    Deterministic for a given input."""
 
     coarse: np.ndarray  # (cells, d)
     fine: np.ndarray  # (cells, most fine per cell, d); a cell's unused places repeat its coarse centroid
@@ -127,7 +128,7 @@ class InvertedFile:
     def probe(self, queries: np.ndarray, count: int) -> np.ndarray:
         """The `count` lists nearest each query (its nearest first; -1 where fewer exist), among the
         fine centroids of its `cells_probed` nearest coarse cells."""
-        if len(queries) > _PROBES_AT_ONCE:  # bounds the (queries, cells, fine) distances held at once
+        if len(queries) > _PROBES_AT_ONCE:
             return np.concatenate([self.probe(queries[s : s + _PROBES_AT_ONCE], count)
                                    for s in range(0, len(queries), _PROBES_AT_ONCE)])
         cells = min(self.cells_probed, len(self.coarse))
