@@ -245,3 +245,24 @@ def test_bmc_without_its_download_says_where_to_get_it(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(misplaced / "NGS_00001.jpg")
     with pytest.raises(HemaError, match="BAS/NGS_00001.jpg"):
         BMC.build_folder(tmp_path / "misplaced", tmp_path / "out")
+
+
+@pytest.mark.parametrize("source", ["bmc", "matek19"])
+def test_an_image_folder_that_links_out_of_the_data_folder_is_refused(tmp_path: Path, source: str) -> None:
+    """TCIA's downloads hold their images one folder down; that folder, linked elsewhere, is not read."""
+    from hema.dataset.sources.bmc import BMC
+    from hema.dataset.sources.matek19 import ANNOTATIONS, IMAGES, Matek19
+
+    elsewhere, raw = tmp_path / "elsewhere", tmp_path / "raw"
+    (elsewhere / "BAS").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(elsewhere / "BAS" / "BAS_00001.jpg")
+    raw.mkdir()
+    if source == "bmc":
+        builder, inner = BMC, raw / "BM_cytomorphology_data"
+    else:
+        builder, inner = Matek19, raw / IMAGES
+        (raw / ANNOTATIONS).write_text("")
+    inner.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(HemaError, match="outside the data folder"):
+        builder.build_folder(raw, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

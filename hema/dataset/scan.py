@@ -82,6 +82,8 @@ def scan_class_folders(
     if not data_dir.is_dir():
         raise HemaError(f"data dir {printable(str(data_dir))} does not exist or is not a folder")
     root = real_root(within or data_dir)
+    if not is_inside(data_dir, root):  # a source's image folder inside `within` that links out of it
+        raise HemaError(f"{printable(str(data_dir))} is {OUTSIDE}: nothing outside {printable(str(within))} is read")
     skipped: list[SkippedFile] = []
     folders = []
     for entry in _listing(data_dir):
