@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from drawn_once import drawn_once
+from bench_folders import drawn_once
 from hema.dataset.sources.bmc import CODES, FOLDER
 from hema.synthetic.painter import render_cell
 

@@ -58,7 +58,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from drawn_once import drawn_once  # noqa: E402
+from bench_folders import drawn_once, fresh_scratch  # noqa: E402
 from hema.synthetic.painter import render_cell  # noqa: E402
 from hema.dataset.sources.mll23 import CELL_CLASSES, PUBLISHED_COUNTS  # noqa: E402
 
@@ -212,11 +212,10 @@ def run_pair(data: Path, source: str, args: argparse.Namespace) -> dict:
     runs: dict[str, list[dict]] = {name: [] for name in commands}
     for _ in range(args.repeats):
         for name, cmd in commands.items():
-            shutil.rmtree(work, ignore_errors=True)  # each run starts on the same disk: no earlier output to flush
-            work.mkdir(parents=True)
+            fresh_scratch(work)  # each run starts on the same disk: no earlier output to flush
             runs[name].append({**measure(cmd), "output_bytes": folder_bytes(outputs[name])})
             print(name, {k: v for k, v in runs[name][-1].items() if k != "log"}, flush=True)
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work)  # the last run's scratch, which fresh_scratch made
     ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs["baseline"], runs["build"])]
     builds = runs["build"]
     summary = {
