@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch import nn
 
 from hema.base import atomic
 from hema.base.errors import HemaError
+from hema.base.stages import stage
 from hema.benchmark.backbones import Backbone
 from hema.model.inputs import decoded_images
 
@@ -91,11 +91,10 @@ def split_features(
     cached = _read(path, key)
     if cached is not None:
         return cached, True
-    started = time.perf_counter()
-    images = decoded_images(rows, "image", decode_size, cache_dir / "decoded", crop)
-    matrix = extract(model(), images, backbone, device, batch_size, dtype)
-    logger.info("extracted %d %s features of %s in %.1f s", len(matrix), backbone.feature, backbone.name,
-                time.perf_counter() - started)
+    with stage(f"features of {backbone.name}") as notes:
+        images = decoded_images(rows, "image", decode_size, cache_dir / "decoded", crop)
+        matrix = extract(model(), images, backbone, device, batch_size, dtype)
+        notes.append(f"{len(matrix)} rows, {backbone.feature}")
     grouped = "field_group" in rows.column_names
     names = rows.features[label_column].names
     result = FeatureSet(matrix, np.asarray(rows[label_column], dtype=np.int64),
