@@ -71,7 +71,7 @@ def _centre_cut(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[top : top + side, left : left + side])
 
 
-def _reviewed_origin(names: list[str], prints: list[signatures.ImageSignature]) -> np.ndarray:
+def _reviewed_origin(names: list[str], prints: signatures.SignatureTable) -> np.ndarray:
     """Truth for the real images: groups of identical pixels and of the reviewed near pairs."""
     index = {name: i for i, name in enumerate(names)}
     pairs = [dedup.DupPair(index[a], index[b], "near", 1.0) for a, b in REVIEWED_NEAR]
@@ -121,9 +121,10 @@ def quality(per_kind: int, seed: int, layout: str) -> None:
     sources = rng.choice(singles, len(cases) + per_kind, replace=False)
     origin = list(truth)  # truth: images of one origin are duplicates
     kind_of: list[str] = ["real"] * len(images)
+    planted = []
     for (kind, steps), src in zip(cases, sources):
         copy = reencode_png(images[src], rng) if kind == "exact" else near_copy(images[src], steps, rng)
-        prints.append(signatures.signature(copy))
+        planted.append(copy)
         origin.append(origin[src])
         kind_of.append(kind if kind == "exact" else "+".join(steps))
     # and near copies of the images with the barest fields, where the surround has least to say
@@ -131,14 +132,15 @@ def quality(per_kind: int, seed: int, layout: str) -> None:
     bare = [i for i in singles[np.argsort(texture[singles], kind="stable")] if i not in set(sources)]
     for k, src in enumerate(bare[: 2 * per_kind]):
         steps = NEAR_KINDS[k % len(NEAR_KINDS)]
-        prints.append(signatures.signature(near_copy(images[src], steps, rng)))
+        planted.append(near_copy(images[src], steps, rng))
         origin.append(origin[src])
         kind_of.append("bare field, any kind")
     for src in sources[len(cases):]:  # neighbour crops: each its own origin
         for crop in neighbour_crops(images[src]):
-            prints.append(signatures.signature(crop))
+            planted.append(crop)
             origin.append(len(origin) + 10**6)
             kind_of.append("neighbour")
+    prints = signatures.SignatureTable.concat([prints, signatures.signature_batch(planted)])
 
     t0 = time.perf_counter()
     found = dedup.find_duplicates(prints)
@@ -188,7 +190,7 @@ def _shared_fields(prints, found: dedup.DedupResult, origin: np.ndarray, neighbo
     dup = found.dup_group
     inside = all(len(set(group[dup == g])) == 1 for g in np.unique(dup))
     print(f"  every duplicate group inside one field group: {inside}")
-    coarse = np.stack([fp.field for fp in prints]).astype(np.float32)
+    coarse = prints.field.astype(np.float32)
     proposed, shift = fields._proposals(coarse)
     score = fields.confirm(coarse, proposed, shift, fields.COARSE_REFINE)[0]
     same = truth[proposed[:, 0]] == truth[proposed[:, 1]]
@@ -212,7 +214,7 @@ def _groups(group: np.ndarray) -> list[np.ndarray]:
     return [g for g in np.split(order, cuts) if len(g) > 1]
 
 
-def _score_distributions(prints: list[signatures.ImageSignature], origin: np.ndarray) -> None:
+def _score_distributions(prints: signatures.SignatureTable, origin: np.ndarray) -> None:
     """Confirmation scores of screened candidates, duplicates vs not: what chose the thresholds."""
     cand, margin, orient = dedup.near_candidates(prints)
     same = origin[cand[:, 0]] == origin[cand[:, 1]]
@@ -248,7 +250,7 @@ def _percentiles(values: np.ndarray, q: list[float]) -> np.ndarray | str:
     return np.percentile(values, q).round(3) if len(values) else "-"
 
 
-def _synthetic_prints(tasks: list[tuple[int, int, tuple[str, ...]]]) -> list[signatures.ImageSignature]:
+def _synthetic_prints(tasks: list[tuple[int, int, tuple[str, ...]]]) -> signatures.SignatureTable:
     """Fingerprints of a batch of synthetic images, as a decode worker takes them: per (index, seed,
     kinds), image `index`, or a near copy of it when `kinds` is not empty."""
     images = []
@@ -299,7 +301,7 @@ def scale(n_images: int, n_planted: int, workers: int, seed: int) -> None:
     t0 = time.perf_counter()
     batches = [tasks[s : s + signatures.BATCH] for s in range(0, len(tasks), signatures.BATCH)]
     with multiprocessing.get_context("fork").Pool(workers, _init_pool, (pool_images,)) as pool:
-        prints = [fp for batch in pool.map(_synthetic_prints, batches, chunksize=8) for fp in batch]
+        prints = signatures.SignatureTable.concat(pool.map(_synthetic_prints, batches, chunksize=8))
     fp_s = time.perf_counter() - t0
     del pool_images, probes
     _POOL.clear()

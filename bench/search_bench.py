@@ -57,7 +57,7 @@ def fingerprints(args: argparse.Namespace) -> dict[str, np.ndarray]:
     started = time.perf_counter()
     sigs = decode_entries(scan.entries, num_proc=args.num_proc).sigs
     print(f"signed {len(sigs):,} images in {time.perf_counter() - started:.0f} s", flush=True)
-    arrays = {"embed_cell": np.stack([s.embed_cell for s in sigs]), "field": np.stack([s.field for s in sigs])}
+    arrays = {"embed_cell": sigs.embed_cell, "field": sigs.field}
     np.savez(cache, **arrays)
     return arrays
 

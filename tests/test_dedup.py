@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from hema.dedup import duplicates as dedup
 from hema.dedup.correlation import masked_ncc
-from hema.dedup.signatures import BATCH, THUMB, signature, signature_batch
+from hema.dedup.signatures import BATCH, COLUMNS, THUMB, SignatureTable, signature, signature_batch
 from hema.base.imaging import decode_rgb, phash, pixel_sha256
 from tests.dedup_cases import NEAR_KINDS, near_copy, neighbour_crops, reencode_png
 
@@ -87,7 +87,7 @@ def test_a_fingerprint_does_not_depend_on_its_batch() -> None:
     """Batches of mixed sizes, longer than one chunk, give each image what it gets alone, to the bit."""
     images = [draw_field(seed, side=288 if seed % 3 else 360) for seed in range(40, 40 + BATCH + 5)]
     batch = signature_batch(images)
-    assert len(batch) == len(images) and signature_batch([]) == []
+    assert len(batch) == len(images) and len(signature_batch([])) == 0
     for rgb, fp in zip(images[:: BATCH // 4], batch[:: BATCH // 4]):
         alone = signature(rgb)
         assert (alone.pixel_sha256, alone.phash, alone.cell, alone.height, alone.width) == (
@@ -96,6 +96,21 @@ def test_a_fingerprint_does_not_depend_on_its_batch() -> None:
             assert np.array_equal(getattr(alone, name), getattr(fp, name)), name
     blank = signature(np.full((288, 288, 3), 200, np.uint8))  # no stained cell: the image centre
     assert blank.cell == ((THUMB - 1) / 2, (THUMB - 1) / 2, THUMB / 6)
+
+
+def test_a_signature_table_keeps_each_image_in_its_row() -> None:
+    """Rows put, sliced, taken and joined stay the signatures of their images."""
+    images = [draw_field(seed, side=288 if seed % 2 else 300) for seed in range(4)]
+    table = signature_batch(images)
+    joined = SignatureTable.concat([table[:1], signature_batch(images[1:])])
+    for name in COLUMNS:
+        assert np.array_equal(getattr(joined, name), getattr(table, name)), name
+    assert [fp.pixel_sha256 for fp in table] == [pixel_sha256(rgb) for rgb in images]
+    picked = table.take(np.array([3, 0]))
+    assert (picked[0].pixel_sha256, picked[0].height, picked[-1].phash) == (
+        pixel_sha256(images[3]), 288, phash(images[0]))
+    with pytest.raises(IndexError):
+        table[len(images)]
 
 
 def test_synthetic_planted_duplicates_of_every_kind_are_grouped() -> None:

@@ -569,6 +569,27 @@ def test_a_full_or_read_only_disk_for_real(raw: Path, tmp_path: Path) -> None:
         subprocess.run(["umount", "-l", str(disk)])
 
 
+def test_no_room_for_the_signatures_is_one_line_not_a_crash(tmp_path: Path) -> None:
+    """The build's signature files are given their disk before their mapped pages are written: a disk
+    with room for the images (tiny PNGs) but not for their signatures (6.6 KB each) is the one-line
+    error, where writing a sparse file's mapped pages killed the build (SIGBUS)."""
+    raw = tmp_path / "raw"
+    rng = np.random.default_rng(0)
+    for cell_class in ("basophil", "eosinophil"):
+        (raw / cell_class).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(raw / cell_class / f"{i}.png")
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "128k"):  # the PNGs take 20 KB, their signatures 270 KB
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        result = run_cli("build", "--data-dir", raw, "--output-dir", disk / "out", "--num-proc", "1")
+        assert_one_line_error(result, "no space left", str(disk))
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
 _TRAIN = "import sys; from hema.cli.train import main; sys.exit(main(sys.argv[1:]))"
 _EVALUATE = "import sys; from hema.cli.evaluate import main; sys.exit(main(sys.argv[1:]))"
 

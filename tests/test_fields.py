@@ -13,7 +13,7 @@ import pytest
 from hema.dedup import duplicates as dedup
 from hema.dedup import smear_fields as fields
 from hema.dedup.components import components
-from hema.dedup.signatures import signature, signature_batch
+from hema.dedup.signatures import signature_batch
 from tests.dedup_cases import REVIEWED_SHARED, near_copy, neighbour_crops
 from tests.test_dedup import SAMPLE, draw_field, needs_sample
 
@@ -59,7 +59,7 @@ def test_field_groups_are_components_of_both_kinds_of_pair() -> None:
 
 
 def test_lone_images_make_single_groups() -> None:
-    one = [signature(draw_field(5))]
+    one = signature_batch([draw_field(5)])
     assert fields.find_fields(one, []).field_group.tolist() == [0]
 
 
@@ -89,7 +89,7 @@ def test_real_shared_fields_are_found_and_nothing_else(side: int | None) -> None
 
 def test_few_images_and_no_matches_give_no_pairs() -> None:
     """Two unrelated fields: nothing proposed beyond themselves (the search's empty paths)."""
-    prints = [signature(draw_field(s)) for s in (7, 8)]
+    prints = signature_batch([draw_field(s) for s in (7, 8)])
     result = fields.find_fields(prints, [])
     assert result.pairs == [] and result.field_group.tolist() == [0, 1]
 
@@ -110,3 +110,43 @@ def test_overlap_correlation_is_the_pearson_correlation_of_the_overlap() -> None
     assert score[0] > 0.95 and abs(score[1]) < 0.2  # b's content lies at (-5, 7) in a
     refined = fields._confirm(views, (pairs[3:], shift[3:], 1))  # one cell off: refinement finds it
     assert (refined[1][0], refined[2][0]) == (-5, 7) and refined[0][0] == pytest.approx(score[0], abs=1e-6)
+
+
+def _proposals_by_dicts(b, a, sim, shift, n_proposals: int) -> list[tuple[int, int, tuple[int, int]]]:
+    """What _best_per_image means, one match at a time: per (b, a) its shift with the most votes, then
+    the best correlation (the first shift of ties); per b its n_proposals best a (ties in a's order)."""
+    groups: dict[tuple[int, int, int, int], list] = {}
+    for key, s in zip(zip(b.tolist(), a.tolist(), *shift.T.tolist()), sim.tolist()):
+        votes_best = groups.setdefault(key, [0, -1.0])
+        votes_best[0] += 1
+        votes_best[1] = max(votes_best[1], s)
+    best: dict[tuple[int, int], tuple[int, float, tuple[int, int]]] = {}
+    for (bi, ai, dy, dx), (votes, s) in sorted(groups.items()):
+        if (bi, ai) not in best or (votes, s) > best[bi, ai][:2]:
+            best[bi, ai] = (votes, s, (dy, dx))
+    ranked = sorted((bi, -votes, -s, ai, sh) for (bi, ai), (votes, s, sh) in best.items())
+    seen: dict[int, int] = {}
+    out = []
+    for bi, _, _, ai, sh in ranked:
+        seen[bi] = seen.get(bi, 0) + 1
+        if seen[bi] <= n_proposals:
+            out.append((ai, bi, sh))
+    return out
+
+
+@pytest.mark.parametrize("n", [600, 2**24])  # 2**24 images leave the key room for 128 query images: several sorts
+def test_proposals_rank_votes_then_the_best_match_exactly(n: int) -> None:
+    """The packed-integer ranking of _best_per_image gives what the plain definition gives, to the bit,
+    with repeated (b, a, shift) matches, tied correlations and more candidates than PROPOSALS."""
+    rng = np.random.default_rng(5)
+    m = 60_000
+    b = rng.integers(100, 400, m)
+    a = rng.integers(0, 80, m)  # ~200 matches of each b on 80 images at 9 shifts: votes of 1 to ~5
+    shift = rng.integers(-1, 2, (m, 2))
+    sim = rng.choice(np.linspace(fields.WINDOW_MIN, 1.0, 40, dtype=np.float32), m)  # ties on purpose
+    a_out, b_out, shift_out = fields._best_per_image(b, a, sim, shift, n)
+    got = list(zip(a_out.tolist(), b_out.tolist(), map(tuple, shift_out.tolist())))
+    want = _proposals_by_dicts(b, a, sim, shift, fields.PROPOSALS)
+    assert got == want
+    assert (a_out.dtype, b_out.dtype, shift_out.dtype) == (np.int32, np.int32, np.int8)
+    assert max(np.bincount(b_out)) == fields.PROPOSALS  # the cap was reached: ranking mattered

@@ -36,7 +36,7 @@ from hema.dataset.sources.declaration import Source
 from hema.dataset.splits import assign_splits
 from hema.dedup.duplicates import DupPair
 from hema.dedup.groups import ImageGroups, group_images
-from hema.dedup.signatures import BATCH, ImageSignature, signature_batch
+from hema.dedup.signatures import BATCH, SignatureTable, signature_batch
 from hema.dedup.smear_fields import FieldPair
 from hema.synthetic.manifest import SampleManifest
 
@@ -114,9 +114,10 @@ def read_image(path: Path, limits: ImageLimits) -> tuple[bytes, DecodedImage]:
 
 def _decode_batch(
     paths: Sequence[Path], spool: Path | None, limits: ImageLimits
-) -> list[tuple[str, StoredAt | None, ImageSignature] | str]:
-    """Worker: decode files (spooling their stored bytes) and sign them together; per file, its stored
-    name, where its stored bytes are and its signature, or a string: why it cannot be used."""
+) -> tuple[list[tuple[str, StoredAt | None] | str], SignatureTable]:
+    """Worker: decode files (spooling their stored bytes) and sign them together: per file, its stored
+    name and where its stored bytes are, or a string: why it cannot be used; and the signatures of
+    the usable ones, in order."""
     results: list[tuple[str, StoredAt | None] | str] = []
     images = []
     for path in paths:
@@ -131,8 +132,7 @@ def _decode_batch(
         at = _spool(spool, stored_bytes(data, decoded)) if spool is not None else None
         results.append((stored_name(path.name, decoded), at))
         images.append(decoded.rgb)
-    signed = iter(signature_batch(images))
-    return [r if isinstance(r, str) else (*r, next(signed)) for r in results]
+    return results, signature_batch(images)
 
 
 @dataclass
@@ -142,11 +142,12 @@ class DecodedFolder:
     entries: list[ImageEntry]
     stored_names: list[str]
     stored_at: list[StoredAt | None]
-    sigs: list[ImageSignature]
+    sigs: SignatureTable
     skipped: list[SkippedFile]
 
 
 READ_AHEAD = 256  # files the kernel is asked to start reading before the workers reach them
+_RELEASE_EVERY = 256  # batches whose signatures are written between two releases of their pages (~54 MB)
 
 
 def _read_ahead(path: Path) -> None:
@@ -177,7 +178,8 @@ def decode_entries(
     """
     paths = [e.path for e in entries]
     batches = [paths[s : s + BATCH] for s in range(0, len(paths), BATCH)]  # a task: signed together
-    decoded = DecodedFolder([], [], [], [], [])
+    # the signatures are filled in place (in files of the spool folder when there is one), cut at the end
+    decoded = DecodedFolder([], [], [], SignatureTable.allocate(len(paths), spool), [])
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: _spool_files.pop(spool).close() if spool in _spool_files else None)  # in-process
         task = functools.partial(_decode_batch, spool=spool, limits=limits)
@@ -186,20 +188,24 @@ def decode_entries(
         for path in paths[:READ_AHEAD]:
             _read_ahead(path)
         done = 0
-        for batch in results:
+        for k, (batch, signed) in enumerate(results, 1):
             for path in paths[done + READ_AHEAD : done + READ_AHEAD + len(batch)]:
                 _read_ahead(path)
+            decoded.sigs.put(len(decoded.entries), signed)
+            if k % _RELEASE_EVERY == 0:
+                decoded.sigs.release_pages()  # written: the page cache holds them
             for entry, result in zip(entries[done : done + len(batch)], batch):
                 if isinstance(result, str):
                     decoded.skipped.append(SkippedFile(printable(entry.image_id), printable(result)))
                     continue
-                name, at, sig = result
+                name, at = result
                 decoded.entries.append(entry)
                 decoded.stored_names.append(name)
                 decoded.stored_at.append(at)
-                decoded.sigs.append(sig)
             done += len(batch)
             progress.update(len(batch))
+    decoded.sigs.release_pages()
+    decoded.sigs = decoded.sigs.take(slice(0, len(decoded.entries)))
     for s in decoded.skipped:
         logger.warning("skipping %s: %s", s.image_id, s.reason)
     return decoded
@@ -261,8 +267,8 @@ def _catalog(scan: Scan, config: CellImageConfig, decoded: DecodedFolder, skippe
             extra=entry.extra,
             stored_name=name,
             stored_at=at,
-            pixel_sha256=sig.pixel_sha256,
-            phash=phash_hex(sig.phash),
+            pixel_sha256=decoded.sigs.pixel_sha256[i].decode(),
+            phash=phash_hex(int(decoded.sigs.phash[i])),
             dup_group=int(groups[i]),
             dup_group_size=int(sizes[i]),
             dup_kind=found.dup_kind[i],
@@ -272,9 +278,7 @@ def _catalog(scan: Scan, config: CellImageConfig, decoded: DecodedFolder, skippe
             field_group_size=int(field_sizes[i]),
             split=SPLITS[split[i]],
         )
-        for i, (entry, name, at, sig) in enumerate(
-            zip(decoded.entries, decoded.stored_names, decoded.stored_at, decoded.sigs)
-        )
+        for i, (entry, name, at) in enumerate(zip(decoded.entries, decoded.stored_names, decoded.stored_at))
     ]
     return Catalog(
         rows=rows,

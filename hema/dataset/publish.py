@@ -46,6 +46,7 @@ from hema.dataset.shards import layout, write_shards
 from hema.dataset.sources.declaration import Source
 from hema.dedup.duplicates import DupPair
 from hema.dedup.report import write_dedup_report
+from hema.dedup.signatures import ROW_BYTES
 from hema.dedup.smear_fields import FieldPair
 
 logger = logging.getLogger(__name__)
@@ -186,10 +187,12 @@ def _cannot_write(exc: OSError, output_dir: Path, scan: Scan) -> str:
     """One line for a failed write: where, why, and for a full disk how much room a build takes."""
     where = _existing(output_dir.parent.resolve())
     if exc.errno == errno.ENOSPC:
-        needed = 2 * scan.source_bytes  # at most: stored images (<= the sources) in a spool, then in Parquet
+        # at most: stored images (<= the sources) in a spool, then in Parquet; and the signatures beside the spool
+        needed = 2 * scan.source_bytes + ROW_BYTES * len(scan.entries)
         return (f"no space left on the device of {where} while building {output_dir}: a build of these "
                 f"{len(scan.entries):,} images needs up to {_size(needed)} free there "
-                f"(twice the {_size(scan.source_bytes)} of source files); {_size(shutil.disk_usage(where).free)} are free")
+                f"(twice the {_size(scan.source_bytes)} of source files, and {_size(ROW_BYTES * len(scan.entries))} "
+                f"of signatures); {_size(shutil.disk_usage(where).free)} are free")
     if exc.errno == errno.EROFS:
         return f"cannot build {output_dir}: {where} is on a read-only file system"
     return f"cannot build {output_dir}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")

@@ -12,6 +12,11 @@ docs/dedup.md has the methods and the measurements behind every threshold.
 """
 
 from hema.dedup.groups import ImageGroups, group_images
-from hema.dedup.signatures import ImageSignature, signature, signature_batch
+from hema.dedup.signatures import (
+    ImageSignature,
+    SignatureTable,
+    signature,
+    signature_batch,
+)
 
-__all__ = ["ImageGroups", "ImageSignature", "group_images", "signature", "signature_batch"]
+__all__ = ["ImageGroups", "ImageSignature", "SignatureTable", "group_images", "signature", "signature_batch"]

@@ -6,9 +6,9 @@ multiple of 90°. A 64-bit phash cannot tell those from look-alike cells (distin
 bits, shifted copies sit at 10-12), nor can the centred cell (distinct lymphocytes correlate up to
 0.977 once registered). What identifies one exported cell is its smear field: the red cells around it.
 
-1. Signatures (hema.dedup.signatures, in the decode workers, ~6.5 KB each): a 64 x 64 band-passed grey
+1. Signatures (hema.dedup.signatures, in the decode workers, ~6.6 KB each): a 64 x 64 band-passed grey
    thumbnail of the whole crop; the stained cell's centre and radius; 16 x 16 screening views (the
-   ring around the cell at the cell's own scale, and the whole crop); two 64-number embeddings (whole
+   ring around the cell at the cell's own scale, and the whole crop); two 128-number embeddings (whole
    crop, cell-centred) invariant to the 8 rotations/mirrors.
 2. Candidates: nearest neighbours in both embeddings (inverted file over k-means cells, matrix
    products, no Python loop over pairs), screened by the best-of-8-orientations view correlation.
@@ -35,7 +35,7 @@ import scipy.fft
 
 from hema.dedup.components import components
 from hema.dedup.correlation import masked_ncc
-from hema.dedup.signatures import BAND, DIHEDRAL_NAMES, THUMB, ImageSignature, dihedral, pool2
+from hema.dedup.signatures import BAND, DIHEDRAL_NAMES, THUMB, SignatureTable, dihedral, pool2
 from hema.base.forked import fork_map
 from hema.dedup.vector_search import InvertedFile, half_sq_dist, principal_axes
 
@@ -63,7 +63,7 @@ SURROUND_MIN_REACH = 0.15  # and at least this fraction of the side
 
 @dataclass(frozen=True)
 class DupPair:
-    """A confirmed duplicate pair, by index into the signature list (a < b)."""
+    """A confirmed duplicate pair, by row of the signature table (a < b)."""
 
     a: int
     b: int
@@ -87,52 +87,54 @@ class DedupResult:
 
 
 def find_duplicates(
-    sigs: Sequence[ImageSignature], labels: Sequence[int] | None = None, num_proc: int | None = None
+    sigs: SignatureTable, labels: Sequence[int] | None = None, num_proc: int | None = None
 ) -> DedupResult:
     """Exact and near-duplicate groups of the images signed (labels only mark conflicts).
 
     Registration of the candidate pairs, the costly part, runs in `num_proc` processes (all cores by
     default).
     """
-    by_sha: dict[str, list[int]] = defaultdict(list)
-    for i, sig in enumerate(sigs):
-        by_sha[sig.pixel_sha256].append(i)
+    by_sha: dict[bytes, list[int]] = defaultdict(list)
+    for i, sha in enumerate(sigs.pixel_sha256.tolist()):
+        by_sha[sha].append(i)
     pairs = [DupPair(m[0], j, "exact", 1.0) for m in by_sha.values() for j in m[1:]]
-    distinct = np.array([m[0] for m in by_sha.values()], dtype=np.int64)
+    distinct = np.array([m[0] for m in by_sha.values()], dtype=np.int64)  # ascending: first of each
     if len(distinct) > 1:
-        pairs += _near_pairs([sigs[i] for i in distinct], distinct, num_proc)
+        pairs += _near_pairs(sigs, distinct, num_proc)
     return group_pairs(len(sigs), pairs, labels)
 
 
-def _near_pairs(sigs: Sequence[ImageSignature], index: np.ndarray, num_proc: int | None) -> list[DupPair]:
-    """Confirmed near-duplicate pairs among images with distinct pixels (index maps back)."""
-    cand, margin, orient = near_candidates(sigs, num_proc)
+def _near_pairs(sigs: SignatureTable, rows: np.ndarray, num_proc: int | None) -> list[DupPair]:
+    """Confirmed near-duplicate pairs among the table's `rows` (images with distinct pixels)."""
+    cand, margin, orient = near_candidates(sigs, rows, num_proc)
     keep = margin >= 0
     cand, orient = cand[keep], orient[keep]
     scores = registration_scores(sigs, cand, orient, num_proc)
     out = []
     for (a, b), g, (whole, centre, surround, scale, dy, dx) in zip(cand, orient, scores):
         if whole >= WHOLE_MIN and centre >= CENTRE_MIN and surround >= SURROUND_MIN:
-            sa = sigs[a]
+            height, width = sigs.size[a].tolist()
             name = DIHEDRAL_NAMES[g] + ("" if abs(scale - 1) < 0.005 else f" x{scale:.2f}")
-            shift = (round(dy * sa.height / THUMB), round(dx * sa.width / THUMB))
-            out.append(DupPair(int(index[a]), int(index[b]), "near", round(float(whole), 4), shift, name))
+            shift = (round(dy * height / THUMB), round(dx * width / THUMB))
+            out.append(DupPair(int(a), int(b), "near", round(float(whole), 4), shift, name))
     return out
 
 
 def near_candidates(
-    sigs: Sequence[ImageSignature], num_proc: int | None = None
+    sigs: SignatureTable, rows: np.ndarray | None = None, num_proc: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate pairs (i < j) from both embeddings, their screening margin and best orientation.
-    The two neighbour searches, and the screening in chunks, run in `num_proc` forked processes."""
-    searches = [(_principal(np.stack([sig.embed_cell for sig in sigs])), NEIGHBOURS_CELL),
-                (_principal(np.stack([sig.embed_whole for sig in sigs])), NEIGHBOURS_WHOLE)]
+    """Candidate pairs (i < j, rows of the table) among `rows` (ascending; all by default) from both
+    embeddings, their screening margin and best orientation. The two neighbour searches, and the
+    screening in chunks, run in `num_proc` forked processes."""
+    rows = np.arange(len(sigs)) if rows is None else rows
+    searches = [(_principal(sigs.embed_cell[rows]), NEIGHBOURS_CELL),
+                (_principal(sigs.embed_whole[rows]), NEIGHBOURS_WHOLE)]
     cand = np.unique(np.concatenate(fork_map(_neighbour_search, searches, range(len(searches)), num_proc)), axis=0)
-    views = (_flat_views([sig.screen_cell for sig in sigs]), _flat_views([sig.screen_whole for sig in sigs]))
+    views = (_flat_views(sigs.screen_cell[rows]), _flat_views(sigs.screen_whole[rows]))
     screened = fork_map(_screen, views, [cand[s : s + _SCREEN_CHUNK] for s in range(0, len(cand), _SCREEN_CHUNK)],
                         num_proc)
     margin, orient = (np.concatenate(x) for x in zip(*screened)) if screened else (np.empty(0, np.float32),) * 2
-    return cand, margin, orient.astype(np.int64)
+    return rows[cand].reshape(-1, 2), margin, orient.astype(np.int64)
 
 
 def _principal(embed: np.ndarray) -> np.ndarray:
@@ -145,7 +147,7 @@ _REGISTRATION_CHUNK = 256  # pairs a task registers: its arrays stay in a core's
 
 
 def registration_scores(
-    sigs: Sequence[ImageSignature], cand: np.ndarray, orient: np.ndarray, num_proc: int | None = None
+    sigs: SignatureTable, cand: np.ndarray, orient: np.ndarray, num_proc: int | None = None
 ) -> np.ndarray:
     """Per candidate pair: (whole, centre, surround, scale, dy, dx) of b registered onto a."""
     chunks = [(cand[s : s + _REGISTRATION_CHUNK], orient[s : s + _REGISTRATION_CHUNK])
@@ -190,8 +192,8 @@ _SCREEN_CHUNK = 4096  # candidate pairs a screening task takes
 _TURNS = np.stack([turned.ravel() for turned in dihedral(np.arange(16 * 16).reshape(16, 16))])
 
 
-def _flat_views(views: list[np.ndarray]) -> np.ndarray:
-    return np.stack(views).astype(np.float32).reshape(len(views), -1)
+def _flat_views(views: np.ndarray) -> np.ndarray:
+    return views.astype(np.float32).reshape(len(views), -1)
 
 
 def _screen(views: tuple[np.ndarray, np.ndarray], cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,19 +210,19 @@ def _screen(views: tuple[np.ndarray, np.ndarray], cand: np.ndarray) -> tuple[np.
     return best.max(axis=0), best.argmax(axis=0)
 
 
-def _register_chunk(sigs: Sequence[ImageSignature], pairs: tuple[np.ndarray, np.ndarray]):
+def _register_chunk(sigs: SignatureTable, pairs: tuple[np.ndarray, np.ndarray]):
     """Coarse to fine: every scale hypothesis is registered at half resolution, the best one again at
     full resolution, where the three scores are taken. `pairs` are a chunk of candidates and their
     orientations."""
     cand, orient = pairs
-    a_img = np.stack([sigs[i].thumb for i in cand[:, 0]]).astype(np.float32)
-    b_img = np.stack([sigs[i].thumb for i in cand[:, 1]]).astype(np.float32)
+    a_img = sigs.thumb[cand[:, 0]].astype(np.float32)
+    b_img = sigs.thumb[cand[:, 1]].astype(np.float32)
     for g in range(1, 8):  # turn b into a's orientation
         sel = orient == g
         if sel.any():
             b_img[sel] = dihedral(b_img[sel])[g]
-    cell_a = np.array([sigs[i].cell for i in cand[:, 0]], dtype=np.float32)
-    cell_b = np.array([sigs[i].cell for i in cand[:, 1]], dtype=np.float32)
+    cell_a = sigs.cell[cand[:, 0]].astype(np.float32)
+    cell_b = sigs.cell[cand[:, 1]].astype(np.float32)
     # scale hypotheses: a fixed grid (1 for resized whole images, up to 1.1 either way for crops of a
     # field) and the cell-size ratio, which lands between grid steps
     ratio = np.clip(cell_a[:, 2] / cell_b[:, 2], 1 / MAX_SCALE, MAX_SCALE)

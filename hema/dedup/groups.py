@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from hema.base.stages import stage
 from hema.dedup.duplicates import DedupResult, find_duplicates
-from hema.dedup.signatures import ImageSignature
+from hema.dedup.signatures import SignatureTable
 from hema.dedup.smear_fields import FieldResult, find_fields
 
 
@@ -19,14 +19,16 @@ class ImageGroups:
     fields: FieldResult  # field_group per image (duplicates and shared fields, connected), shared-field pairs
 
 
-def group_images(sigs: Sequence[ImageSignature], labels: Sequence[int] | None = None,
+def group_images(sigs: SignatureTable, labels: Sequence[int] | None = None,
                  num_proc: int | None = None) -> ImageGroups:
     """Duplicate groups (labels only mark conflicts) and field groups of the signed images, each
     search in `num_proc` forked processes (all cores by default)."""
     with stage("duplicates") as notes:
         duplicates = find_duplicates(sigs, labels=labels, num_proc=num_proc)
+        sigs.release_pages()
         notes.append(f"{len(duplicates.pairs)} duplicate pairs")
     with stage("fields") as notes:
         fields = find_fields(sigs, [(p.a, p.b) for p in duplicates.pairs], num_proc=num_proc)
+        sigs.release_pages()
         notes.append(f"{len(fields.pairs)} shared-field pairs")
     return ImageGroups(duplicates, fields)
