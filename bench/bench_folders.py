@@ -15,12 +15,7 @@ def drawn_once(folder: Path, draw: Callable[[Path], str]) -> Path:
     done, drawing = folder / ".complete", folder / ".drawing"
     if done.is_file():
         return folder
-    if drawing.is_file():
-        shutil.rmtree(folder)
-    elif folder.exists() and any(folder.iterdir()):
-        raise SystemExit(f"{folder} is in the way: not a bench input a bench drew; move it or pass another --root")
-    folder.mkdir(parents=True, exist_ok=True)
-    drawing.touch()
+    _claim(folder, drawing, "a bench input a bench drew")
     done.write_text(draw(folder))
     drawing.unlink()
     return folder
@@ -29,11 +24,16 @@ def drawn_once(folder: Path, draw: Callable[[Path], str]) -> Path:
 def fresh_scratch(folder: Path) -> Path:
     """`folder`, empty, for one run's output: a previous run's (it holds the scratch marker) is removed
     first; any other folder in the way is refused, never deleted."""
-    marker = folder / ".bench-scratch"
+    _claim(folder, folder / ".bench-scratch", "a bench's scratch folder")
+    return folder
+
+
+def _claim(folder: Path, marker: Path, what: str) -> None:
+    """`folder` empty but for `marker`: removed first when the marker proves a bench made it, refused
+    when it holds anything else."""
     if marker.is_file():
         shutil.rmtree(folder)
     elif folder.exists() and any(folder.iterdir()):
-        raise SystemExit(f"{folder} is in the way: not a bench's scratch folder; move it or pass another --root")
+        raise SystemExit(f"{folder} is in the way: not {what}; move it or pass another --root")
     folder.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    return folder

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -51,6 +52,11 @@ def real_root(folder: os.PathLike | str) -> Path:
 def is_inside(path: os.PathLike | str, root: Path) -> bool:
     """Whether the real path of `path` lies within `root` (a real_root)."""
     return os.path.commonpath([os.path.realpath(path), os.fspath(root)]) == os.fspath(root)
+
+
+def first_names(names: Sequence[str], count: int = 3) -> str:
+    """The first `count` names, comma-separated, and ", ..." when there are more: a one-line error's list."""
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
 
 
 def printable(name: str) -> str:

@@ -32,7 +32,7 @@ import datasets
 from hema import __version__
 from hema.base import atomic, figures
 from hema.base.errors import HemaError
-from hema.base.files import printable
+from hema.base.files import first_names, printable
 from hema.base.forked import in_background
 from hema.base.imaging import ImageLimits
 from hema.base.published import BUILD_INFO, CARD, DEFAULT_CONFIG, SPLITS, load_build_info
@@ -114,8 +114,7 @@ def not_a_build(folder: Path) -> str | None:
         strangers += [f"{DATA}/{p.name}" for p in sorted(data.iterdir())
                       if p.suffix != ".parquet" or p.is_symlink() or not p.is_file()]
     if strangers:
-        shown = ", ".join(printable(name) for name in strangers[:3]) + (", ..." if len(strangers) > 3 else "")
-        return f"it holds what a build does not write: {shown}"
+        return f"it holds what a build does not write: {first_names([printable(n) for n in strangers])}"
     return None
 
 

@@ -20,6 +20,7 @@ import datasets
 from hema.dataset.builder import CellImageBuilder
 from hema.dataset.download import download_mendeley_archive
 from hema.base.errors import HemaError
+from hema.base.files import first_names
 from hema.dataset.scan import Scan, scan_class_folders
 from hema.dataset.sources.declaration import Source
 
@@ -94,8 +95,8 @@ def scan(data_dir: Path) -> Scan:
         entries.append(dataclasses.replace(entry, harmonised=HARMONISED.get(fine), extra={"fine_label": FINE_LABEL.str2int(fine)}))
     if wrong:
         raise HemaError(
-            f"{len(wrong)} file(s) whose name prefix is not one of their folder's ({', '.join(wrong[:3])}"
-            f"{', ...' if len(wrong) > 3 else ''}); Acevedo20 names files <PREFIX>_<n>.jpg with PREFIX in "
+            f"{len(wrong)} file(s) whose name prefix is not one of their folder's ({first_names(wrong)}); "
+            "Acevedo20 names files <PREFIX>_<n>.jpg with PREFIX in "
             f"{', '.join(PREFIXES)}"
         )
     return dataclasses.replace(found, entries=entries)

@@ -19,6 +19,7 @@ from pathlib import Path
 import datasets
 
 from hema.base.errors import HemaError
+from hema.base.files import first_names
 from hema.dataset.builder import CellImageBuilder
 from hema.dataset.scan import Scan, scan_class_folders
 from hema.dataset.sources.declaration import Source
@@ -102,8 +103,8 @@ def scan(data_dir: Path) -> Scan:
     wrong = [e.image_id for e in found.entries if Path(e.image_id).name.split("_")[0].upper() != e.cell_class]
     if wrong:
         raise HemaError(
-            f"{len(wrong)} file(s) in a class folder that is not their code's ({', '.join(wrong[:3])}"
-            f"{', ...' if len(wrong) > 3 else ''}); BMC names files <CODE>_NNNNN.jpg inside <CODE>/"
+            f"{len(wrong)} file(s) in a class folder that is not their code's ({first_names(wrong)}); "
+            "BMC names files <CODE>_NNNNN.jpg inside <CODE>/"
         )
     entries = [dataclasses.replace(e, harmonised=HARMONISED.get(e.cell_class)) for e in found.entries]
     return dataclasses.replace(found, entries=entries)
