@@ -9,7 +9,8 @@ Three inputs:
                         built with --source bmc at each of --sizes (default 41,621 and 171,375: MLL23's
                         and BMC's), and the growth from the first size to the last: time per image of
                         every stage of the build (its `stage` log lines: wall and CPU), peak memory and
-                        output bytes. Goals (issue 25): per-image time at the last size within 1.15x of
+                        output bytes, and the growth of a plain write of the output's bytes (the
+                        machine's page cache, which the Parquet stage pays: `plain_write_seconds`). Goals (issue 25): per-image time at the last size within 1.15x of
                         the first for every stage, peak memory under 3 GB, build <= 1.0x the baseline.
 
 In paired runs (--repeats, alternating, each from a cold page cache when this process may drop it:
@@ -199,6 +200,27 @@ print(len(ds), "rows")
 """
 
 
+PLAIN_FILE_BYTES = 12 * 2**20  # about a Parquet file of the build's (1,000 rows of ~12 KB JPEGs)
+
+
+def plain_write_seconds(folder: Path, nbytes: int) -> float:
+    """Wall time to write `nbytes` of zeros into new files of PLAIN_FILE_BYTES from a cold page cache,
+    in one process: what this machine's page cache charges for the output's bytes, whoever writes
+    them. Its cost per GB grows with the GB written (dirty pages past the kernel's thresholds are
+    written back in the writer's time), and so does the Parquet stage's: compare their growth."""
+    drop_page_cache()
+    folder.mkdir()
+    block = bytes(2**20)
+    start = time.perf_counter()
+    for k in range(-(-nbytes // PLAIN_FILE_BYTES)):
+        with open(folder / f"{k:05d}.bin", "wb") as out:
+            for _ in range(PLAIN_FILE_BYTES // len(block)):
+                out.write(block)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(folder)
+    return round(seconds, 2)
+
+
 def run_pair(data: Path, source: str, args: argparse.Namespace) -> dict:
     """--repeats alternating runs of the baseline and the build on `data`: every run, and their medians."""
     work = args.root / "runs"
@@ -215,6 +237,8 @@ def run_pair(data: Path, source: str, args: argparse.Namespace) -> dict:
             fresh_scratch(work)  # each run starts on the same disk: no earlier output to flush
             runs[name].append({**measure(cmd), "output_bytes": folder_bytes(outputs[name])})
             print(name, {k: v for k, v in runs[name][-1].items() if k != "log"}, flush=True)
+    fresh_scratch(work)
+    plain_write = plain_write_seconds(work / "plain-write", statistics.median(r["output_bytes"] for r in runs["build"]))
     shutil.rmtree(work)  # the last run's scratch, which fresh_scratch made
     ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs["baseline"], runs["build"])]
     builds = runs["build"]
@@ -226,6 +250,7 @@ def run_pair(data: Path, source: str, args: argparse.Namespace) -> dict:
         **{f"{name}_{key}": statistics.median(r[key] for r in rs) for name, rs in runs.items()
            for key in ("wall_s", "cpu_s", "peak_memory_gb", "output_bytes")},
         "build_over_baseline": round(statistics.median(ratios), 2),
+        "plain_write_s": plain_write,
         "stages": {stage: {key: statistics.median(r["stages"][stage][key] for r in builds) for key in ("wall_s", "cpu_s")}
                    for stage in builds[0]["stages"]},
     }
@@ -234,16 +259,16 @@ def run_pair(data: Path, source: str, args: argparse.Namespace) -> dict:
 
 
 def growth(small: dict, large: dict) -> dict:
-    """Per-image time at the large size over that at the small, for every stage and the whole build."""
-    per_image = lambda s, seconds: seconds / s["images"]  # noqa: E731
-    table = {stage: {key: round(per_image(large, large["stages"][stage][key])
-                                / max(per_image(small, small["stages"][stage][key]), 1e-9), 2)
-                     for key in ("wall_s", "cpu_s")}
+    """Per-image time at the large size over that at the small, for every stage and the whole build
+    (None where the small size's time rounds to 0)."""
+    def ratio(seconds_large: float, seconds_small: float) -> float | None:
+        return round(seconds_large / large["images"] / (seconds_small / small["images"]), 2) if seconds_small else None
+
+    table = {stage: {key: ratio(large["stages"][stage][key], small["stages"][stage][key]) for key in ("wall_s", "cpu_s")}
              for stage in small["stages"]}
-    table["build"] = {key: round(per_image(large, large[f"build_{key}"]) / per_image(small, small[f"build_{key}"]), 2)
-                      for key in ("wall_s", "cpu_s")}
-    table["baseline"] = {key: round(per_image(large, large[f"baseline_{key}"])
-                                    / per_image(small, small[f"baseline_{key}"]), 2) for key in ("wall_s", "cpu_s")}
+    for name in ("build", "baseline"):
+        table[name] = {key: ratio(large[f"{name}_{key}"], small[f"{name}_{key}"]) for key in ("wall_s", "cpu_s")}
+    table["plain write of the output bytes"] = {"wall_s": ratio(large["plain_write_s"], small["plain_write_s"])}
     return table
 
 

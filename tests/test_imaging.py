@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 from pathlib import Path
@@ -148,3 +149,14 @@ def test_phash_is_imagehash_phash() -> None:
     for rgb in cells:
         assert imaging.phash(rgb) == imagehash_phash(rgb)
         assert imaging.phash(Image.fromarray(rgb)) == imagehash_phash(rgb)
+
+
+def test_pixel_sha256_hashes_the_row_major_rgb_bytes_of_any_array() -> None:
+    """Hashed from the array's buffer: the same digest as the bytes of a copy, for a plain TIFF's
+    read-only view of its file, a non-contiguous slice and PIL's pixels."""
+    tiff = hand_tiff(PIXELS, "<", rows_per_strip=37)
+    views = [decode_rgb(tiff).rgb, PIXELS[::2, 1:], np.asarray(Image.fromarray(PIXELS)), PIXELS.transpose(1, 0, 2)]
+    assert not views[0].flags.writeable and not views[1].flags.c_contiguous
+    for rgb in views:
+        assert imaging.pixel_sha256(rgb) == hashlib.sha256(np.array(rgb, order="C").tobytes()).hexdigest()
+    assert imaging.pixel_sha256(views[0]) == imaging.pixel_sha256(PIXELS)
