@@ -8,9 +8,8 @@ Three inputs:
   --source bmc-replica  BMC's layout and size (bench/bmc_replica.py: 171,375 JPEGs at 250 px, ~1.7 GB),
                         built with --source bmc at each of --sizes (default 41,621 and 171,375: MLL23's
                         and BMC's), and the growth from the first size to the last: time per image of
-                        every stage of the build (its `stage` log lines: wall and CPU), peak memory and
-                        output bytes, and the growth of a plain write of the output's bytes (the
-                        machine's page cache, which the Parquet stage pays: `plain_write_seconds`).
+                        every stage of the build (its `stage` log lines: wall, CPU and the kernel's
+                        share of that CPU, reading and writing files), peak memory and output bytes.
                         Goals (issue 25): per-image time at the last size within 1.15x of the first
                         for every stage, peak memory under 3 GB, build <= 1.0x the baseline.
 
@@ -178,12 +177,12 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
                     if line.startswith(("INFO", "Built", "  duplicate")) or "rows" in line]}
 
 
-STAGE = re.compile(r"stage (\w+): ([\d.]+) s wall, ([\d.]+) s CPU")
+STAGE = re.compile(r"stage (\w+): ([\d.]+) s wall, ([\d.]+) s CPU, ([\d.]+) s system")
 
 
 def stages(output: str) -> dict[str, dict[str, float]]:
-    """The build's `stage NAME: W s wall, C s CPU` lines (hema.base.stages)."""
-    return {m[1]: {"wall_s": float(m[2]), "cpu_s": float(m[3])} for m in STAGE.finditer(output)}
+    """The build's `stage NAME: W s wall, C s CPU, S s system` lines (hema.base.stages)."""
+    return {m[1]: {"wall_s": float(m[2]), "cpu_s": float(m[3]), "system_s": float(m[4])} for m in STAGE.finditer(output)}
 
 
 def folder_bytes(path: Path) -> int:
@@ -199,27 +198,6 @@ ds = ds.with_format("arrow").map(embed_table_storage, batched=True, batch_size=1
 ds.with_format(None).to_parquet(sys.argv[3])
 print(len(ds), "rows")
 """
-
-
-PLAIN_FILE_BYTES = 12 * 2**20  # about a Parquet file of the build's (1,000 rows of ~12 KB JPEGs)
-
-
-def plain_write_seconds(folder: Path, nbytes: int) -> float:
-    """Wall time to write `nbytes` of zeros into new files of PLAIN_FILE_BYTES from a cold page cache,
-    in one process: what this machine's page cache charges for the output's bytes, whoever writes
-    them. Its cost per GB grows with the GB written (dirty pages past the kernel's thresholds are
-    written back in the writer's time), and so does the Parquet stage's: compare their growth."""
-    drop_page_cache()
-    folder.mkdir()
-    block = bytes(2**20)
-    start = time.perf_counter()
-    for k in range(-(-nbytes // PLAIN_FILE_BYTES)):
-        with open(folder / f"{k:05d}.bin", "wb") as out:
-            for _ in range(PLAIN_FILE_BYTES // len(block)):
-                out.write(block)
-    seconds = time.perf_counter() - start
-    shutil.rmtree(folder)
-    return round(seconds, 2)
 
 
 def run_pair(data: Path, source: str, args: argparse.Namespace) -> dict:
@@ -238,8 +216,6 @@ def run_pair(data: Path, source: str, args: argparse.Namespace) -> dict:
             fresh_scratch(work)  # each run starts on the same disk: no earlier output to flush
             runs[name].append({**measure(cmd), "output_bytes": folder_bytes(outputs[name])})
             print(name, {k: v for k, v in runs[name][-1].items() if k != "log"}, flush=True)
-    fresh_scratch(work)
-    plain_writes = [plain_write_seconds(work / "plain-write", runs["build"][-1]["output_bytes"]) for _ in range(args.repeats)]
     shutil.rmtree(work)  # the last run's scratch, which fresh_scratch made
     ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs["baseline"], runs["build"])]
     builds = runs["build"]
@@ -248,15 +224,20 @@ def run_pair(data: Path, source: str, args: argparse.Namespace) -> dict:
         "images": sum(1 for p in data.rglob("*") if p.suffix.lower() in (".tif", ".jpg")),
         "cpus": os.cpu_count(),
         "repeats": args.repeats,
-        **{f"{name}_{key}": statistics.median(r[key] for r in rs) for name, rs in runs.items()
+        **{f"{name}_{key}": median([r[key] for r in rs]) for name, rs in runs.items()
            for key in ("wall_s", "cpu_s", "peak_memory_gb", "output_bytes")},
         "build_over_baseline": round(statistics.median(ratios), 2),
-        "plain_write_s": statistics.median(plain_writes),
-        "stages": {stage: {key: statistics.median(r["stages"][stage][key] for r in builds) for key in ("wall_s", "cpu_s")}
+        "stages": {stage: {key: median([r["stages"][stage][key] for r in builds]) for key in ("wall_s", "cpu_s", "system_s")}
                    for stage in builds[0]["stages"]},
     }
     print(json.dumps(summary))
     return {"summary": summary, "runs": runs}
+
+
+def median(values: list) -> float | int:
+    """statistics.median, an int for ints (bytes), else to two decimals: the report stays readable."""
+    middle = statistics.median(values)
+    return int(middle) if all(isinstance(v, int) for v in values) else round(middle, 2)
 
 
 def growth(small: dict, large: dict) -> dict:
@@ -265,11 +246,11 @@ def growth(small: dict, large: dict) -> dict:
     def ratio(seconds_large: float, seconds_small: float) -> float | None:
         return round(seconds_large / large["images"] / (seconds_small / small["images"]), 2) if seconds_small else None
 
-    table = {stage: {key: ratio(large["stages"][stage][key], small["stages"][stage][key]) for key in ("wall_s", "cpu_s")}
+    table = {stage: {key: ratio(large["stages"][stage][key], small["stages"][stage][key])
+                     for key in ("wall_s", "cpu_s", "system_s")}
              for stage in small["stages"]}
     for name in ("build", "baseline"):
         table[name] = {key: ratio(large[f"{name}_{key}"], small[f"{name}_{key}"]) for key in ("wall_s", "cpu_s")}
-    table["plain write of the output bytes"] = {"wall_s": ratio(large["plain_write_s"], small["plain_write_s"])}
     return table
 
 

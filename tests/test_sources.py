@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -201,8 +202,10 @@ def test_bmc_from_its_tcia_layout(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     expected, origin = stand_in_bmc(raw)
     with caplog.at_level(logging.INFO, logger="hema.stages"):
         summary = BMC.build_folder(raw, out)
-    stages = [r.getMessage().split(":")[0] for r in caplog.records if r.name == "hema.stages"]
-    assert stages == [f"stage {s}" for s in ("scan", "decode", "duplicates", "fields", "splits", "parquet", "card")]
+    logged = [r.getMessage() for r in caplog.records if r.name == "hema.stages"]
+    assert [m.split(":")[0] for m in logged] == [f"stage {s}" for s in ("scan", "decode", "duplicates", "fields",
+                                                                          "splits", "parquet", "card")]
+    assert all(re.match(r"stage \w+: [\d.]+ s wall, [\d.]+ s CPU, [\d.]+ s system", m) for m in logged)  # as bench/build_bench.py reads them
     rows, features = rows_of(out)
     assert features["label"].names == list(BMC_CODES) and len(BMC_CODES) == 21
     assert sorted(rows) == sorted(expected)  # every file one row, its id the path inside BM_cytomorphology_data
