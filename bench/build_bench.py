@@ -182,7 +182,8 @@ STAGE = re.compile(r"stage (\w+): ([\d.]+) s wall, ([\d.]+) s CPU, ([\d.]+) s sy
 
 def stages(output: str) -> dict[str, dict[str, float]]:
     """The build's `stage NAME: W s wall, C s CPU, S s system` lines (hema.base.stages)."""
-    return {m[1]: {"wall_s": float(m[2]), "cpu_s": float(m[3]), "system_s": float(m[4])} for m in STAGE.finditer(output)}
+    return {m[1]: {"wall_s": float(m[2]), "cpu_s": float(m[3]), "system_s": float(m[4])}
+            for m in STAGE.finditer(output)}
 
 
 def folder_bytes(path: Path) -> int:
@@ -227,7 +228,8 @@ def run_pair(data: Path, source: str, args: argparse.Namespace) -> dict:
         **{f"{name}_{key}": median([r[key] for r in rs]) for name, rs in runs.items()
            for key in ("wall_s", "cpu_s", "peak_memory_gb", "output_bytes")},
         "build_over_baseline": round(statistics.median(ratios), 2),
-        "stages": {stage: {key: median([r["stages"][stage][key] for r in builds]) for key in ("wall_s", "cpu_s", "system_s")}
+        "stages": {stage: {key: median([r["stages"][stage][key] for r in builds])
+                           for key in ("wall_s", "cpu_s", "system_s")}
                    for stage in builds[0]["stages"]},
     }
     print(json.dumps(summary))
