@@ -55,8 +55,9 @@ def is_inside(path: os.PathLike | str, root: Path) -> bool:
 
 
 def first_names(names: Sequence[str], count: int = 3) -> str:
-    """The first `count` names, comma-separated, and ", ..." when there are more: a one-line error's list."""
-    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
+    """The first `count` names, made printable, comma-separated, and ", ..." when there are more: a
+    one-line error's list (the names come from hostile folders)."""
+    return ", ".join(printable(name) for name in names[:count]) + (", ..." if len(names) > count else "")
 
 
 def printable(name: str) -> str:

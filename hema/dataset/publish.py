@@ -114,7 +114,7 @@ def not_a_build(folder: Path) -> str | None:
         strangers += [f"{DATA}/{p.name}" for p in sorted(data.iterdir())
                       if p.suffix != ".parquet" or p.is_symlink() or not p.is_file()]
     if strangers:
-        return f"it holds what a build does not write: {first_names([printable(n) for n in strangers])}"
+        return f"it holds what a build does not write: {first_names(strangers)}"
     return None
 
 
@@ -187,10 +187,11 @@ def _cannot_write(exc: OSError, output_dir: Path, scan: Scan) -> str:
     where = _existing(output_dir.parent.resolve())
     if exc.errno == errno.ENOSPC:
         # at most: stored images (<= the sources) in a spool, then in Parquet; and the signatures beside the spool
-        needed = 2 * scan.source_bytes + ROW_BYTES * len(scan.entries)
+        signatures = ROW_BYTES * len(scan.entries)
+        needed = 2 * scan.source_bytes + signatures
         return (f"no space left on the device of {where} while building {output_dir}: a build of these "
                 f"{len(scan.entries):,} images needs up to {_size(needed)} free there "
-                f"(twice the {_size(scan.source_bytes)} of source files, and {_size(ROW_BYTES * len(scan.entries))} "
+                f"(twice the {_size(scan.source_bytes)} of source files, and {_size(signatures)} "
                 f"of signatures); {_size(shutil.disk_usage(where).free)} are free")
     if exc.errno == errno.EROFS:
         return f"cannot build {output_dir}: {where} is on a read-only file system"

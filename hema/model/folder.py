@@ -24,7 +24,7 @@ from torch import nn
 
 from hema.base import atomic, figures
 from hema.base.errors import HemaError
-from hema.base.files import first_names, printable
+from hema.base.files import first_names
 from hema.model import calibration
 from hema.model import card as model_card
 from hema.model.checkpoints import CHECKPOINTS, TrainingState
@@ -47,7 +47,7 @@ def check_output_dir(out: Path) -> None:
         raise HemaError(f"output folder {out} is not a folder (a file or a link): refusing to write a model there")
     strangers = [p.name for p in sorted(out.iterdir()) if not _written_by_training(p)] if out.is_dir() else []
     if strangers:
-        raise HemaError(f"output folder {out} holds what hema-train does not write ({first_names([printable(n) for n in strangers])}): "
+        raise HemaError(f"output folder {out} holds what hema-train does not write ({first_names(strangers)}): "
                         "refusing to replace it; choose an empty or new folder")
 
 
